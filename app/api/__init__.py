@@ -1,0 +1,1 @@
+"""HTTP routers, one per resource: parse, call a service, shape the answer."""

@@ -1,0 +1,66 @@
+"""What users do."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep, read_batch
+from app.api.responses import AUTH_ERRORS, BAD_JSON, INVALID, TOO_LARGE, json_body
+from app.auth import RequireIngest
+from app.errors import InvalidInput
+from app.schemas import EventAck, EventBatchAck, EventBatchIn, EventIn
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@router.post(
+    "",
+    response_model=EventAck,
+    status_code=201,
+    dependencies=[RequireIngest],
+    responses={
+        200: {"model": EventAck, "description": "A duplicate: this event_id was stored before."},
+        201: {"description": "Stored (committed) and applied to the live profile."},
+        **AUTH_ERRORS,
+        **BAD_JSON,
+        **INVALID,
+    },
+)
+def post_event(event: EventIn, response: Response, services: ServicesDep) -> EventAck:
+    """Record one event; answered only after it is committed to the database."""
+    outcome = services.ingestor.ingest([(0, event)])
+    result = outcome.results[0]
+    if result.status == "rejected":
+        raise InvalidInput(result.error or "the event was rejected")
+    if result.status == "duplicate":
+        response.status_code = 200
+    assert result.event_id is not None
+    return EventAck(event_id=result.event_id, status=result.status, profile=outcome.profile)
+
+
+@router.post(
+    "/batch",
+    response_model=EventBatchAck,
+    dependencies=[RequireIngest],
+    responses={
+        **AUTH_ERRORS,
+        **BAD_JSON,
+        **TOO_LARGE,
+        **INVALID,
+    },
+    openapi_extra=json_body(
+        EventBatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    ),
+)
+async def post_events(request: Request, services: ServicesDep) -> EventBatchAck:
+    """Record up to 10,000 events: valid ones are stored, every one is reported."""
+    raw = await read_batch(request, "events", services.settings.max_batch_size)
+    outcome = await run_in_threadpool(services.ingestor.ingest_raw, raw)
+    return EventBatchAck(
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        rejected=outcome.rejected,
+        profile=outcome.profile,
+        results=outcome.results,
+    )

@@ -1,0 +1,35 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Alive")
+def healthz() -> dict[str, str]:
+    """The process is up; says nothing about its dependencies."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Ready",
+    responses={
+        503: {"description": "A dependency is down; `down` names it and `checks` says why."}
+    },
+)
+def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready when the database and Redis answer; 503 naming what is down otherwise."""
+    checks = {"database": services.check_database(), "redis": services.check_redis()}
+    down = [name for name, problem in checks.items() if problem is not None]
+    body = {
+        "status": "unavailable" if down else "ready",
+        "down": down,
+        "checks": {name: problem or "ok" for name, problem in checks.items()},
+    }
+    return JSONResponse(body, status_code=503 if down else 200)

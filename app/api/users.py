@@ -1,0 +1,52 @@
+"""Users' live profiles."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Path
+
+from app.api.deps import ServicesDep
+from app.auth import RequireRead
+from app.errors import ServiceUnavailable
+from app.schemas import ErrorResponse, RecentInteraction, UserProfile
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+@router.get(
+    "/{user_id}/profile",
+    response_model=UserProfile,
+    dependencies=[RequireRead],
+    responses={503: {"model": ErrorResponse, "description": "The profile store is unreachable."}},
+)
+def get_profile(
+    user_id: Annotated[str, Path(min_length=1, max_length=128, examples=["user-42"])],
+    services: ServicesDep,
+) -> UserProfile:
+    """The user's live profile; empty for a user with no events."""
+    try:
+        snapshot = services.profiles.read(user_id.strip(), now=datetime.now(UTC))
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
+    return UserProfile(
+        user_id=snapshot.user_id,
+        recent=[
+            RecentInteraction(
+                event_id=r["event_id"],
+                item_id=r["item_id"],
+                type=r["type"],
+                value=r["value"],
+                timestamp=datetime.fromtimestamp(r["ts"], UTC),
+            )
+            for r in snapshot.recent
+        ],
+        item_scores=snapshot.item_scores,
+        category_affinities=snapshot.category_affinities,
+        counts=snapshot.counts,
+        events=snapshot.events,
+        last_event_at=snapshot.last_event_at,
+        as_of=snapshot.as_of,
+    )

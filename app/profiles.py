@@ -1,0 +1,297 @@
+"""Live user profiles and global activity counters in Redis.
+
+Per user (every key carries the hash tag ``{u:<user_id>}``, so one user's keys share a Redis
+Cluster slot and are updated by one atomic script):
+
+- ``recent``: the newest ``profile_recent_max`` interactions, a sorted set scored by event time;
+- ``items``: per item, the sum of event-type weights with exponential time decay;
+- ``cats``: the same per category of the items;
+- ``counts``: events per type;
+- ``meta``: decay anchor, last event time, number of events.
+
+Globally, per time bucket: ``trending:<bucket>`` (items by positive weight) and
+``activity:<bucket>`` (events per type), expiring after the retention window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis
+
+from app.config import Settings
+
+PREFIX = "recsys"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileEvent:
+    """The part of a stored event that profiles are built from."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    value: float | None
+    occurred_at: datetime
+
+    @property
+    def epoch(self) -> float:
+        return self.occurred_at.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class UserKeys:
+    recent: str
+    items: str
+    cats: str
+    counts: str
+    meta: str
+
+    def all(self) -> list[str]:
+        return [self.recent, self.items, self.cats, self.counts, self.meta]
+
+
+def user_keys(user_id: str) -> UserKeys:
+    tag = f"{PREFIX}:{{u:{user_id}}}"
+    return UserKeys(f"{tag}:recent", f"{tag}:items", f"{tag}:cats", f"{tag}:counts", f"{tag}:meta")
+
+
+def event_weight(event_type: str, value: float | None, weights: Mapping[str, float]) -> float:
+    """The signed weight of one event: a rating's weight scales with its value."""
+    weight = weights[event_type]
+    if event_type == "rating" and value is not None:
+        return weight * value
+    return weight
+
+
+def recent_member(event: ProfileEvent) -> bytes:
+    """The sorted-set member for one interaction; the same bytes live and when rebuilt."""
+    return orjson.dumps(
+        {
+            "event_id": event.event_id,
+            "item_id": event.item_id,
+            "type": event.type,
+            "value": event.value,
+            "ts": event.epoch,
+        }
+    )
+
+
+@dataclass
+class ProfileSnapshot:
+    """A profile read back from Redis with scores decayed to ``as_of``."""
+
+    user_id: str
+    recent: list[dict[str, Any]]
+    item_scores: dict[str, float]
+    category_affinities: dict[str, float]
+    counts: dict[str, int]
+    events: int
+    last_event_at: datetime | None
+    as_of: datetime
+
+
+class ProfileStore:
+    """Reads and writes live profiles; raises ``redis.RedisError`` when Redis is unreachable."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.weights = dict(settings.event_weights)
+        self.half_life = settings.profile_half_life_seconds
+        self.recent_cap = settings.profile_recent_max
+        self.bucket_seconds = settings.trending_bucket_seconds
+        self.retention_buckets = settings.trending_retention_buckets
+        source = resources.files("app").joinpath("apply_events.lua").read_text()
+        self._apply_script = client.register_script(source)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def apply(
+        self,
+        events: Sequence[ProfileEvent],
+        categories: Mapping[str, Sequence[str]],
+        now: datetime | None = None,
+    ) -> None:
+        """Apply newly stored events to their users' profiles and the global counters.
+
+        Parameters
+        ----------
+        events : the events, already committed to the database, none of them seen before
+        categories : item_id -> the item's categories
+        """
+        if not events:
+            return
+        by_user: dict[str, list[ProfileEvent]] = defaultdict(list)
+        for event in events:
+            by_user[event.user_id].append(event)
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, user_events in by_user.items():
+            args: list[Any] = [repr(self.half_life), self.recent_cap, len(user_events)]
+            for event in user_events:
+                cats = categories.get(event.item_id, ())
+                args += [
+                    event.item_id,
+                    event.type,
+                    repr(event_weight(event.type, event.value, self.weights)),
+                    repr(event.epoch),
+                    recent_member(event),
+                    len(cats),
+                    *cats,
+                ]
+            self._apply_script(keys=user_keys(user_id).all(), args=args, client=pipe)
+        self._add_counters(pipe, events, now or datetime.now(UTC))
+        pipe.execute()
+
+    def _bucket(self, epoch: float) -> int:
+        return int(epoch // self.bucket_seconds)
+
+    def _add_counters(self, pipe: Any, events: Iterable[ProfileEvent], now: datetime) -> None:
+        oldest = self._bucket(now.timestamp()) - self.retention_buckets + 1
+        trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        activity: dict[int, Counter[str]] = defaultdict(Counter)
+        for event in events:
+            bucket = self._bucket(event.epoch)
+            if bucket < oldest:
+                continue
+            activity[bucket][event.type] += 1
+            weight = event_weight(event.type, event.value, self.weights)
+            if weight > 0:
+                trending[bucket][event.item_id] += weight
+        for bucket in set(trending) | set(activity):
+            expire_at = (bucket + self.retention_buckets + 1) * self.bucket_seconds
+            t_key, a_key = trending_key(bucket), activity_key(bucket)
+            for item_id, weight in trending[bucket].items():
+                pipe.zincrby(t_key, weight, item_id)
+            for event_type, count in activity[bucket].items():
+                pipe.hincrby(a_key, event_type, count)
+            pipe.expireat(t_key, expire_at)
+            pipe.expireat(a_key, expire_at)
+
+    def replace_users(
+        self,
+        events_by_user: Mapping[str, Sequence[ProfileEvent]],
+        categories: Mapping[str, Sequence[str]],
+    ) -> None:
+        """Replace whole profiles with ones computed from each user's complete event history."""
+        for user_id, events in events_by_user.items():
+            keys = user_keys(user_id)
+            built = self.compute_profile(events, categories)
+            # One MULTI per user: a reader never sees a half-written profile.
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*keys.all())
+            for key, mapping in (
+                (keys.items, built["items"]),
+                (keys.cats, built["cats"]),
+                (keys.counts, built["counts"]),
+                (keys.meta, built["meta"]),
+            ):
+                if mapping:
+                    pipe.hset(key, mapping=mapping)
+            if built["recent"]:
+                pipe.zadd(keys.recent, built["recent"])
+            pipe.execute()
+
+    def replace_counters(self, events: Iterable[ProfileEvent], now: datetime | None = None) -> None:
+        """Recompute every live time bucket from the given events (all events in the window)."""
+        now = now or datetime.now(UTC)
+        current = self._bucket(now.timestamp())
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in range(current - self.retention_buckets + 1, current + 2):
+            pipe.delete(trending_key(bucket), activity_key(bucket))
+        self._add_counters(pipe, events, now)
+        pipe.execute()
+
+    def compute_profile(
+        self, events: Sequence[ProfileEvent], categories: Mapping[str, Sequence[str]]
+    ) -> dict[str, dict[Any, Any]]:
+        """What ``apply_events.lua`` builds from ``events``, computed in one pass.
+
+        The anchor is the newest event, so every exponent is at most zero.
+        """
+        if not events:
+            return {"items": {}, "cats": {}, "counts": {}, "recent": {}, "meta": {}}
+        anchor = max(e.epoch for e in events)
+        items: dict[str, float] = defaultdict(float)
+        cats: dict[str, float] = defaultdict(float)
+        counts: Counter[str] = Counter()
+        for event in sorted(events, key=lambda e: e.epoch):
+            contribution = event_weight(event.type, event.value, self.weights) * 2.0 ** (
+                (event.epoch - anchor) / self.half_life
+            )
+            items[event.item_id] += contribution
+            for category in categories.get(event.item_id, ()):
+                cats[category] += contribution
+            counts[event.type] += 1
+        members = sorted(((e.epoch, recent_member(e)) for e in events), reverse=True)
+        recent = {member: epoch for epoch, member in members[: self.recent_cap]}
+        meta = {"anchor": repr(anchor), "last_event_at": repr(anchor), "events": len(events)}
+        return {
+            "items": {k: repr(v) for k, v in items.items()},
+            "cats": {k: repr(v) for k, v in cats.items()},
+            "counts": dict(counts),
+            "recent": recent,
+            "meta": meta,
+        }
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, user_id: str, now: datetime | None = None) -> ProfileSnapshot:
+        """The user's profile, scores decayed to ``now``; empty for an unknown user."""
+        now = now or datetime.now(UTC)
+        keys = user_keys(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(keys.recent, 0, -1)
+        pipe.hgetall(keys.items)
+        pipe.hgetall(keys.cats)
+        pipe.hgetall(keys.counts)
+        pipe.hgetall(keys.meta)
+        recent_raw, items_raw, cats_raw, counts_raw, meta_raw = pipe.execute()
+        meta = {_text(k): _text(v) for k, v in meta_raw.items()}
+        anchor = float(meta.get("anchor", now.timestamp()))
+        factor = 2.0 ** ((anchor - now.timestamp()) / self.half_life)
+        last = meta.get("last_event_at")
+        return ProfileSnapshot(
+            user_id=user_id,
+            recent=[orjson.loads(member) for member in recent_raw],
+            item_scores=_decayed(items_raw, factor),
+            category_affinities=_decayed(cats_raw, factor),
+            counts={_text(k): int(v) for k, v in counts_raw.items()},
+            events=int(meta.get("events", 0)),
+            last_event_at=datetime.fromtimestamp(float(last), UTC) if last else None,
+            as_of=now,
+        )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+
+def trending_key(bucket: int) -> str:
+    return f"{PREFIX}:trending:{bucket}"
+
+
+def activity_key(bucket: int) -> str:
+    return f"{PREFIX}:activity:{bucket}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decayed(raw: Mapping[Any, Any], factor: float) -> dict[str, float]:
+    out = {}
+    for key, value in raw.items():
+        decayed = float(value) * factor
+        if math.isfinite(decayed):
+            out[_text(key)] = decayed
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,201 @@
+"""Rebuilding live profiles from the database, which is the truth.
+
+Used after Redis was unreachable or a process died between its database commit and its Redis
+update (both leave pending marks behind), and by ``python -m app rebuild-profiles``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import redis
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.engine import session_scope
+from app.db.models import Event, PendingProfileUpdate
+from app.db.queries import as_utc, chunks, item_categories, user_events_query
+from app.ingest import EventIngestor
+from app.monitoring import PENDING_PROFILE_USERS, PROFILE_REBUILDS
+from app.profiles import ProfileEvent, ProfileStore
+
+log = logging.getLogger(__name__)
+
+
+class ProfileRebuilder:
+    """Computes profiles and activity counters from stored events and writes them to Redis."""
+
+    def __init__(self, sessions: sessionmaker[Session], profiles: ProfileStore) -> None:
+        self.sessions = sessions
+        self.profiles = profiles
+
+    def rebuild_users(self, user_ids: Sequence[str]) -> int:
+        """Replace the profiles of ``user_ids`` with ones built from all their events."""
+        rebuilt = 0
+        for chunk in chunks(sorted(set(user_ids)), 500):
+            with self.sessions() as session:
+                by_user: dict[str, list[ProfileEvent]] = {user_id: [] for user_id in chunk}
+                for row in session.execute(user_events_query(chunk)):
+                    by_user[row.user_id].append(
+                        ProfileEvent(
+                            event_id=row.event_id,
+                            user_id=row.user_id,
+                            item_id=row.item_id,
+                            type=row.type,
+                            value=row.value,
+                            occurred_at=as_utc(row.occurred_at),
+                        )
+                    )
+                items = {e.item_id for events in by_user.values() for e in events}
+                categories = item_categories(session, sorted(items))
+            self.profiles.replace_users(by_user, categories)
+            rebuilt += len(chunk)
+            PROFILE_REBUILDS.inc(len(chunk))
+        return rebuilt
+
+    def rebuild_counters(self, now: datetime | None = None) -> None:
+        """Recompute the trending and activity buckets of the retention window."""
+        now = now or datetime.now(UTC)
+        store = self.profiles
+        start = (int(now.timestamp()) // store.bucket_seconds - store.retention_buckets + 1) * (
+            store.bucket_seconds
+        )
+        cutoff = datetime.fromtimestamp(start, UTC)
+
+        def window() -> Iterator[ProfileEvent]:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(
+                        Event.event_id,
+                        Event.user_id,
+                        Event.item_id,
+                        Event.type,
+                        Event.value,
+                        Event.occurred_at,
+                    )
+                    .where(Event.occurred_at >= cutoff)
+                    .execution_options(yield_per=10_000)
+                )
+                for row in rows:
+                    yield ProfileEvent(
+                        row.event_id,
+                        row.user_id,
+                        row.item_id,
+                        row.type,
+                        row.value,
+                        as_utc(row.occurred_at),
+                    )
+
+        store.replace_counters(window(), now=now)
+
+    def all_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
+        """Every user with events, in sorted batches."""
+        last = ""
+        while True:
+            with self.sessions() as session:
+                ids = list(
+                    session.scalars(
+                        select(Event.user_id)
+                        .where(Event.user_id > last)
+                        .group_by(Event.user_id)
+                        .order_by(Event.user_id)
+                        .limit(batch)
+                    )
+                )
+            if not ids:
+                return
+            yield ids
+            last = ids[-1]
+
+    def count_users(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count(func.distinct(Event.user_id)))) or 0)
+
+    def reconcile(self, now: datetime | None = None, grace: timedelta = timedelta(0)) -> int:
+        """Rebuild the profiles of users whose pending marks are older than ``grace``.
+
+        Returns the number of users rebuilt; 0 when nothing waits or Redis is still down.
+        """
+        now = now or datetime.now(UTC)
+        with self.sessions() as session:
+            rows = session.execute(
+                select(PendingProfileUpdate.id, PendingProfileUpdate.user_id)
+                .where(PendingProfileUpdate.created_at <= now - grace)
+                .order_by(PendingProfileUpdate.id)
+                .limit(50_000)
+            ).all()
+        PENDING_PROFILE_USERS.set(len({user_id for _, user_id in rows}))
+        if not rows or not self.profiles.ping():
+            return 0
+        users = sorted({user_id for _, user_id in rows})
+        try:
+            self.rebuild_users(users)
+            self.rebuild_counters(now)
+        except redis.RedisError as exc:
+            log.warning("profile rebuild interrupted, will retry: %s", exc)
+            return 0
+        with session_scope(self.sessions) as session:
+            for chunk in chunks([row_id for row_id, _ in rows]):
+                session.execute(
+                    delete(PendingProfileUpdate).where(PendingProfileUpdate.id.in_(chunk))
+                )
+        log.info("rebuilt %d live profiles from the database", len(users))
+        PENDING_PROFILE_USERS.set(0)
+        return len(users)
+
+
+class Reconciler:
+    """Background thread: clears confirmed pending marks and rebuilds stale ones."""
+
+    def __init__(
+        self,
+        ingestor: EventIngestor,
+        rebuilder: ProfileRebuilder,
+        interval: float,
+        grace: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ingestor = ingestor
+        self.rebuilder = rebuilder
+        self.interval = interval
+        self.grace = timedelta(seconds=grace)
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profile-reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.ingestor.flush_confirmed()
+        except Exception:
+            log.exception("could not clear confirmed profile marks; will retry")
+
+    def _run(self) -> None:
+        last_reconcile = 0.0
+        while not self._stop.wait(1.0):
+            self._flush()
+            now = self.clock()
+            if now.timestamp() - last_reconcile >= self.interval:
+                last_reconcile = now.timestamp()
+                try:
+                    self.rebuilder.reconcile(now, self.grace)
+                except Exception:
+                    log.exception("profile reconciliation failed; will retry")
+
+
+def group_by_user(events: Sequence[ProfileEvent]) -> dict[str, list[ProfileEvent]]:
+    grouped: dict[str, list[ProfileEvent]] = defaultdict(list)
+    for event in events:
+        grouped[event.user_id].append(event)
+    return grouped

