@@ -1,0 +1,163 @@
+"""Nothing acknowledged is lost: the database is the truth, and live profiles are repaired from it
+after Redis was down or a process died between its commit and its profile update."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.services import Services
+from tests.conftest import count_rows, make_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _events(user: str, prefix: str) -> list[dict[str, object]]:
+    return [
+        {
+            "event_id": f"{prefix}{k}",
+            "user_id": user,
+            "item_id": f"i{k % 4}",
+            "type": kind,
+            "timestamp": f"2026-01-0{1 + k % 5}T10:00:00Z",
+        }
+        for k, kind in enumerate(["view", "click", "purchase", "like", "view", "dislike"])
+    ]
+
+
+def _profile(services: Services, user: str, now: datetime) -> dict[str, object]:
+    snapshot = services.profiles.read(user, now=now)
+    return {
+        "items": {k: round(v, 9) for k, v in snapshot.item_scores.items()},
+        "counts": snapshot.counts,
+        "events": snapshot.events,
+        "recent": [(r["item_id"], r["type"], r["ts"]) for r in snapshot.recent],
+    }
+
+
+@pytest.fixture
+def reference(services: Services) -> Iterator[str]:
+    """A user whose profile live ingestion built from the standard events."""
+    assert services.ingestor.ingest_raw(_events("ref", "ref-")).profile == "updated"
+    services.ingestor.flush_confirmed()
+    yield "ref"
+
+
+def _assert_same_as_reference(services: Services, user: str, reference: str) -> None:
+    now = datetime.now(UTC)
+    assert _profile(services, user, now) == _profile(services, reference, now)
+
+
+def test_redis_down_events_are_stored_and_profiles_rebuilt_on_recovery(
+    settings: Settings, services: Services, dead_redis_url: str, reference: str
+) -> None:
+    down = make_settings(settings, redis_url=dead_redis_url, redis_timeout_seconds=0.5)
+    with TestClient(create_app(down)) as client:
+        single = client.post("/v1/events", json=_events("victim", "v-")[0])
+        batch = client.post("/v1/events/batch", json={"events": _events("victim", "v-")[1:]})
+        ready = client.get("/readyz")
+    assert single.status_code == 201
+    assert single.json()["profile"] == "pending"
+    assert batch.json()["profile"] == "pending"
+    assert batch.json()["accepted"] == 5
+    assert ready.status_code == 503
+    assert count_rows(services, "events") == 12
+    assert count_rows(services, "pending_profile_updates") == 2
+    assert services.profiles.read("victim").events == 0
+
+    assert services.rebuilder.reconcile() == 1
+    _assert_same_as_reference(services, "victim", reference)
+    assert count_rows(services, "pending_profile_updates") == 0
+
+
+def test_background_reconciler_repairs_profiles_once_redis_answers(
+    settings: Settings, services: Services, dead_redis_url: str, reference: str
+) -> None:
+    down = make_settings(settings, redis_url=dead_redis_url, redis_timeout_seconds=0.5)
+    with TestClient(create_app(down)) as client:
+        client.post("/v1/events/batch", json={"events": _events("victim", "v-")})
+    recovered = make_settings(settings, reconcile_interval_seconds=0.2, reconcile_grace_seconds=0.0)
+    with TestClient(create_app(recovered)):
+        deadline = time.monotonic() + 20
+        while count_rows(services, "pending_profile_updates") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert count_rows(services, "pending_profile_updates") == 0
+    _assert_same_as_reference(services, "victim", reference)
+
+
+def test_pending_marks_are_cleared_once_profiles_are_updated(
+    client: TestClient, services: Services
+) -> None:
+    client.post("/v1/events/batch", json={"events": _events("u", "c-")})
+    # Written with the events, cleared off the request path once Redis has applied them.
+    assert count_rows(services, "pending_profile_updates") == 1
+    assert client.app.state.services.ingestor.flush_confirmed() == 1  # type: ignore[attr-defined]
+    assert count_rows(services, "pending_profile_updates") == 0
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import sys
+    from app.config import Settings
+    from app.services import Services
+    import orjson
+
+    services = Services.create(Settings(_env_file=None), migrate=False)
+    outcome = services.ingestor.ingest_raw(orjson.loads(sys.argv[1]))
+    print("finished", outcome.profile, flush=True)
+    """
+)
+
+
+def test_process_killed_between_commit_and_profile_update(
+    settings: Settings, services: Services, reference: str, tmp_path: Path
+) -> None:
+    """A writer is SIGKILLed after its commit while Redis holds its writes; the event survives
+    and the reconciler rebuilds the profile."""
+    import orjson
+
+    redis_url = settings.redis_url or f"unix://{services.embedded_redis.socket_file}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update(
+        RECSYS_DATABASE_URL=settings.sqlalchemy_url,
+        RECSYS_REDIS_URL=redis_url,
+        RECSYS_REDIS_TIMEOUT_SECONDS="60",
+        RECSYS_VAR_DIR=str(tmp_path),
+        PYTHONPATH=str(ROOT),
+    )
+    services.redis.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+    try:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_WRITER, orjson.dumps(_events("victim", "k-")).decode()],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while count_rows(services, "events") < 12 and time.monotonic() < deadline:
+            assert writer.poll() is None, writer.communicate()
+            time.sleep(0.02)
+        writer.send_signal(signal.SIGKILL)
+        out, _ = writer.communicate(timeout=30)
+    finally:
+        services.redis.execute_command("CLIENT", "UNPAUSE")
+    assert b"finished" not in out
+    assert count_rows(services, "events") == 12
+    assert count_rows(services, "pending_profile_updates") == 1
+    assert services.profiles.read("victim").events == 0
+
+    assert services.rebuilder.reconcile() == 1
+    _assert_same_as_reference(services, "victim", reference)

@@ -1,0 +1,149 @@
+"""Events are stored exactly once per event_id, acknowledged after commit, reported per event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.db.models import Event, Item
+from app.services import Services
+from tests.conftest import count_rows
+
+
+def _event(n: int, user: str = "u1", item: str = "i1", kind: str = "click") -> dict[str, object]:
+    return {"event_id": f"e{n}", "user_id": user, "item_id": item, "type": kind}
+
+
+def test_single_event_is_stored_and_acknowledged(client: TestClient, services: Services) -> None:
+    response = client.post("/v1/events", json=_event(1))
+    assert response.status_code == 201
+    assert response.json() == {"event_id": "e1", "status": "accepted", "profile": "updated"}
+    with services.sessions() as session:
+        stored = session.scalars(select(Event)).one()
+    assert (stored.event_id, stored.user_id, stored.item_id, stored.type) == (
+        "e1",
+        "u1",
+        "i1",
+        "click",
+    )
+
+
+def test_same_event_id_twice_is_stored_once_and_reported_duplicate(
+    client: TestClient, services: Services
+) -> None:
+    first = client.post("/v1/events", json=_event(1))
+    again = client.post("/v1/events", json=_event(1))
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
+    assert again.json()["profile"] == "unchanged"
+    assert count_rows(services, "events") == 1
+    profile = client.get("/v1/users/u1/profile").json()
+    assert profile["counts"] == {"click": 1}
+    assert profile["events"] == 1
+
+
+def test_batch_retry_counts_nothing_twice(client: TestClient, services: Services) -> None:
+    batch = {"events": [_event(n, item=f"i{n % 3}") for n in range(10)]}
+    first = client.post("/v1/events/batch", json=batch).json()
+    retry = client.post("/v1/events/batch", json=batch).json()
+    assert (first["accepted"], first["duplicates"]) == (10, 0)
+    assert (retry["accepted"], retry["duplicates"]) == (0, 10)
+    assert {r["status"] for r in retry["results"]} == {"duplicate"}
+    assert count_rows(services, "events") == 10
+    profile = client.get("/v1/users/u1/profile").json()
+    assert profile["counts"] == {"click": 10}
+    assert len(profile["recent"]) == 10
+
+
+def test_duplicate_within_one_batch_is_reported(client: TestClient, services: Services) -> None:
+    body = client.post("/v1/events/batch", json={"events": [_event(1), _event(1)]}).json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "duplicate"]
+    assert count_rows(services, "events") == 1
+
+
+def test_mixed_batch_stores_valid_events_and_reports_each(
+    client: TestClient, services: Services
+) -> None:
+    events = [
+        _event(1),
+        {"event_id": "e2", "user_id": "u1", "item_id": "i1", "type": "teleport"},
+        _event(3, kind="purchase"),
+        {"event_id": "e4", "user_id": "u1", "type": "view"},
+    ]
+    body = client.post("/v1/events/batch", json={"events": events}).json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, 2)
+    statuses = [(r["index"], r["event_id"], r["status"]) for r in body["results"]]
+    assert statuses == [
+        (0, "e1", "accepted"),
+        (1, "e2", "rejected"),
+        (2, "e3", "accepted"),
+        (3, "e4", "rejected"),
+    ]
+    assert "allowed: view, click" in body["results"][1]["error"]
+    assert body["results"][3]["error"] == "item_id: is required"
+    assert count_rows(services, "events") == 2
+
+
+def test_missing_event_id_is_generated(client: TestClient, services: Services) -> None:
+    body = client.post("/v1/events", json={"user_id": "u", "item_id": "i", "type": "view"}).json()
+    assert len(body["event_id"]) == 36
+    with services.sessions() as session:
+        assert session.scalar(select(Event.event_id)) == body["event_id"]
+
+
+def test_timestamps_accept_iso_and_epoch_seconds(client: TestClient, services: Services) -> None:
+    epoch = 1_700_000_000
+    events = [
+        {**_event(1), "timestamp": epoch},
+        {**_event(2), "timestamp": "2023-11-14T22:13:20Z"},
+        {**_event(3), "timestamp": "2023-11-14T23:13:20+01:00"},
+        {**_event(4), "timestamp": "2023-11-14T22:13:20"},
+    ]
+    body = client.post("/v1/events/batch", json={"events": events}).json()
+    assert body["accepted"] == 4
+    with services.sessions() as session:
+        stamps = session.scalars(select(Event.occurred_at)).all()
+    assert {s.replace(tzinfo=UTC) if s.tzinfo is None else s for s in stamps} == {
+        datetime.fromtimestamp(epoch, UTC)
+    }
+
+
+def test_event_for_unknown_item_creates_a_stub(client: TestClient, services: Services) -> None:
+    client.post("/v1/events", json=_event(1, item="new-sku"))
+    with services.sessions() as session:
+        item = session.get(Item, "new-sku")
+    assert item is not None
+    assert item.is_stub
+    assert not item.hidden
+
+
+def test_events_for_hidden_items_are_still_recorded(client: TestClient, services: Services) -> None:
+    client.put("/v1/items/gone", json={"title": "Gone"})
+    client.delete("/v1/items/gone")
+    response = client.post("/v1/events", json=_event(1, item="gone"))
+    assert response.status_code == 201
+    assert count_rows(services, "events") == 1
+
+
+def test_future_timestamp_within_a_day_is_accepted(client: TestClient) -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    response = client.post("/v1/events", json={**_event(1), "timestamp": soon})
+    assert response.status_code == 201
+
+
+def test_event_is_committed_before_acknowledgement(client: TestClient, services: Services) -> None:
+    """The acknowledgement means a new connection already sees the row."""
+    client.post("/v1/events", json=_event(1))
+    with services.engine.connect() as fresh:
+        assert fresh.execute(select(Event.event_id)).scalar_one() == "e1"
+
+
+def test_ten_thousand_event_batch_is_accepted(client: TestClient, services: Services) -> None:
+    events = [_event(n, user=f"u{n % 500}", item=f"i{n % 700}") for n in range(10_000)]
+    body = client.post("/v1/events/batch", json={"events": events}).json()
+    assert body["accepted"] == 10_000
+    assert count_rows(services, "events") == 10_000
+    assert client.get("/v1/users/u7/profile").json()["events"] == 20

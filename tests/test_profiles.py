@@ -1,0 +1,176 @@
+"""Live profiles: weights, decay, categories, recency, counters; rebuilt from the database they
+equal the live ones."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.profiles import ProfileStore, activity_key, trending_key, user_keys
+from app.services import Services
+
+
+def _ts(days_ago: float, now: datetime) -> str:
+    return (now - timedelta(days=days_ago)).isoformat()
+
+
+def test_scores_follow_event_weights_and_half_life(client: TestClient) -> None:
+    now = datetime.now(UTC)
+    client.put("/v1/items/a", json={"title": "A", "categories": ["shoes"]})
+    events = [
+        {"user_id": "u", "item_id": "a", "type": "click", "timestamp": _ts(30, now)},
+        {"user_id": "u", "item_id": "b", "type": "rating", "value": 4, "timestamp": _ts(0, now)},
+        {"user_id": "u", "item_id": "c", "type": "dislike", "timestamp": _ts(0, now)},
+    ]
+    assert client.post("/v1/events/batch", json={"events": events}).json()["accepted"] == 3
+    profile = client.get("/v1/users/u/profile").json()
+    # click weighs 2, one 30-day half-life ago -> 1; rating 4 x weight 1; dislike -4.
+    assert profile["item_scores"]["a"] == pytest.approx(1.0, rel=1e-4)
+    assert profile["item_scores"]["b"] == pytest.approx(4.0, rel=1e-4)
+    assert profile["item_scores"]["c"] == pytest.approx(-4.0, rel=1e-4)
+    assert profile["category_affinities"] == {"shoes": pytest.approx(1.0, rel=1e-4)}
+    assert profile["counts"] == {"click": 1, "rating": 1, "dislike": 1}
+
+
+def test_recent_is_newest_first_by_event_time_and_capped(
+    settings: Settings, services: Services
+) -> None:
+    capped = settings.model_copy(update={"profile_recent_max": 5})
+    store = ProfileStore(services.redis, capped)
+    from app.ingest import EventIngestor
+
+    ingestor = EventIngestor(services.sessions, store, capped)
+    now = datetime.now(UTC)
+    # Sent in shuffled order: the profile orders by when things happened, not by arrival.
+    minutes = list(range(12))
+    random.Random(3).shuffle(minutes)
+    raw = [
+        {
+            "event_id": f"e{m}",
+            "user_id": "u",
+            "item_id": f"i{m}",
+            "type": "view",
+            "timestamp": (now - timedelta(minutes=m)).isoformat(),
+        }
+        for m in minutes
+    ]
+    assert ingestor.ingest_raw(raw).accepted == 12
+    recent = store.read("u").recent
+    assert [r["event_id"] for r in recent] == ["e0", "e1", "e2", "e3", "e4"]
+
+
+def test_unknown_user_has_an_empty_profile(client: TestClient) -> None:
+    profile = client.get("/v1/users/nobody/profile").json()
+    assert profile["events"] == 0
+    assert profile["recent"] == []
+    assert profile["item_scores"] == {}
+
+
+def test_user_keys_share_one_cluster_slot() -> None:
+    keys = user_keys("user:{odd}id")
+    tags = {key[key.index("{") + 1 : key.index("}")] for key in keys.all()}
+    assert tags == {"u:user:{odd"}
+
+
+def _random_events(
+    seed: int, now: datetime, users: int = 4, n: int = 120
+) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    kinds = ["view", "click", "add_to_cart", "purchase", "like", "dislike", "rating"]
+    events = []
+    for k in range(n):
+        kind = rng.choice(kinds)
+        event: dict[str, object] = {
+            "event_id": f"r{seed}-{k}",
+            "user_id": f"u{rng.randrange(users)}",
+            "item_id": f"i{rng.randrange(15)}",
+            "type": kind,
+            "timestamp": (now - timedelta(days=rng.uniform(0, 200))).isoformat(),
+        }
+        if kind == "rating":
+            event["value"] = rng.choice([0.5, 1, 2.5, 4, 5])
+        events.append(event)
+    return events
+
+
+def _comparable(store: ProfileStore, user_id: str, now: datetime) -> dict[str, object]:
+    snapshot = store.read(user_id, now=now)
+    return {
+        "recent": snapshot.recent,
+        "items": snapshot.item_scores,
+        "cats": snapshot.category_affinities,
+        "counts": snapshot.counts,
+        "events": snapshot.events,
+        "last": snapshot.last_event_at,
+    }
+
+
+def _assert_same_profile(live: dict[str, object], rebuilt: dict[str, object]) -> None:
+    assert rebuilt["recent"] == live["recent"]
+    assert rebuilt["counts"] == live["counts"]
+    assert rebuilt["events"] == live["events"]
+    assert rebuilt["last"] == live["last"]
+    for key in ("items", "cats"):
+        live_scores, rebuilt_scores = live[key], rebuilt[key]
+        assert isinstance(live_scores, dict) and isinstance(rebuilt_scores, dict)
+        assert rebuilt_scores.keys() == live_scores.keys()
+        for name, score in live_scores.items():
+            assert rebuilt_scores[name] == pytest.approx(score, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("half_life_days", [30.0, 0.5])
+def test_profile_rebuilt_from_database_equals_live_profile(
+    settings: Settings, services: Services, half_life_days: float
+) -> None:
+    """Events arrive out of order in several batches; with a half-life of half a day they span
+    hundreds of half-lives, so the live script must rescale on the way."""
+    tuned = settings.model_copy(
+        update={"profile_half_life_days": half_life_days, "profile_recent_max": 20}
+    )
+    store = ProfileStore(services.redis, tuned)
+    from app.catalog import Catalog
+    from app.ingest import EventIngestor
+    from app.schemas import ItemIn
+
+    Catalog(services.sessions).upsert(
+        [ItemIn(item_id=f"i{k}", categories=[f"c{k % 4}", f"d{k % 3}"]) for k in range(15)]
+    )
+    ingestor = EventIngestor(services.sessions, store, tuned)
+    now = datetime.now(UTC)
+    events = _random_events(7, now)
+    for start in range(0, len(events), 25):
+        ingestor.ingest_raw(events[start : start + 25], now=now)
+
+    users = sorted({str(e["user_id"]) for e in events})
+    live = {u: _comparable(store, u, now) for u in users}
+    for u in users:
+        services.redis.delete(*user_keys(u).all())
+    from app.reconcile import ProfileRebuilder
+
+    assert ProfileRebuilder(services.sessions, store).rebuild_users(users) == len(users)
+    for u in users:
+        _assert_same_profile(live[u], _comparable(store, u, now))
+
+
+def test_trending_and_activity_counters_per_time_bucket(
+    client: TestClient, services: Services, settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    events = [
+        {"user_id": "u1", "item_id": "hot", "type": "purchase"},
+        {"user_id": "u2", "item_id": "hot", "type": "view"},
+        {"user_id": "u2", "item_id": "meh", "type": "dislike"},
+        # Older than the retention window: stored, but not counted as trending.
+        {"user_id": "u3", "item_id": "old", "type": "view", "timestamp": _ts(30, now)},
+    ]
+    client.post("/v1/events/batch", json={"events": events})
+    bucket = int(now.timestamp()) // settings.trending_bucket_seconds
+    trending = dict(services.redis.zrange(trending_key(bucket), 0, -1, withscores=True))
+    assert trending == {b"hot": pytest.approx(9.0)}
+    activity = services.redis.hgetall(activity_key(bucket))
+    assert activity == {b"purchase": b"1", b"view": b"1", b"dislike": b"1"}
+    assert services.redis.ttl(trending_key(bucket)) > 0
