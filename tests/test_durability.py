@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,11 +47,11 @@ def _profile(services: Services, user: str, now: datetime) -> dict[str, object]:
 
 
 @pytest.fixture
-def reference(services: Services) -> Iterator[str]:
+def reference(services: Services) -> str:
     """A user whose profile live ingestion built from the standard events."""
     assert services.ingestor.ingest_raw(_events("ref", "ref-")).profile == "updated"
     services.ingestor.flush_confirmed()
-    yield "ref"
+    return "ref"
 
 
 def _assert_same_as_reference(services: Services, user: str, reference: str) -> None:

@@ -116,7 +116,8 @@ def _assert_same_profile(live: dict[str, object], rebuilt: dict[str, object]) ->
     assert rebuilt["last"] == live["last"]
     for key in ("items", "cats"):
         live_scores, rebuilt_scores = live[key], rebuilt[key]
-        assert isinstance(live_scores, dict) and isinstance(rebuilt_scores, dict)
+        assert isinstance(live_scores, dict)
+        assert isinstance(rebuilt_scores, dict)
         assert rebuilt_scores.keys() == live_scores.keys()
         for name, score in live_scores.items():
             assert rebuilt_scores[name] == pytest.approx(score, rel=1e-9, abs=1e-12)
