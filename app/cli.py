@@ -51,9 +51,9 @@ def rebuild_profiles(
             return
         if user:
             rebuilt = services.rebuilder.rebuild_users(user)
+            services.rebuilder.rebuild_counters()
         else:
             total = services.rebuilder.count_users()
-            rebuilt = 0
             with Progress(
                 TextColumn("[bold]profiles"),
                 BarColumn(),
@@ -63,13 +63,12 @@ def rebuild_profiles(
                 console=console,
             ) as progress:
                 task = progress.add_task("rebuild", total=total, rate="")
-                for batch in services.rebuilder.all_user_ids():
-                    rebuilt += services.rebuilder.rebuild_users(batch)
+
+                def advance(done: int) -> None:
                     elapsed = progress.tasks[0].elapsed or 1e-9
-                    progress.update(
-                        task, completed=rebuilt, rate=f"{rebuilt / elapsed:,.0f} users/s"
-                    )
-        services.rebuilder.rebuild_counters()
+                    progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} users/s")
+
+                rebuilt = services.rebuilder.rebuild_all(progress=advance)
         console.print(f"[green]rebuilt {rebuilt} profiles[/] and the trending counters")
     finally:
         services.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 import redis
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -32,6 +34,7 @@ from app.db.queries import (
     insert_stub_items,
     item_categories,
     mark_pending,
+    store_events_postgresql,
 )
 from app.errors import describe_errors
 from app.monitoring import EVENTS, PROFILE_UPDATES
@@ -88,6 +91,10 @@ class EventIngestor:
         self.profiles = profiles
         self.settings = settings
         self.confirmed = confirmed or ConfirmedBatches()
+        bind = sessions.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise TypeError("the sessionmaker must be bound to an Engine")
+        self._engine = bind
 
     # -- validation ----------------------------------------------------------------------
 
@@ -130,6 +137,8 @@ class EventIngestor:
         """Store valid events exactly once and update the live profiles of the new ones."""
         now = now or datetime.now(UTC)
         latest_allowed = now + timedelta(seconds=self.settings.max_future_seconds)
+        # Results are built from already validated values: ``model_construct`` skips validation.
+        result = EventResult.model_construct
         results: dict[int, EventResult] = {}
         rows: list[dict[str, Any]] = []
         row_index: dict[str, int] = {}
@@ -137,7 +146,7 @@ class EventIngestor:
             event_id = event.event_id or str(uuid.uuid4())
             occurred_at = event.timestamp or now
             if occurred_at > latest_allowed:
-                results[index] = EventResult(
+                results[index] = result(
                     index=index,
                     event_id=event_id,
                     status="rejected",
@@ -146,7 +155,9 @@ class EventIngestor:
                 )
                 continue
             if event_id in row_index:
-                results[index] = EventResult(index=index, event_id=event_id, status="duplicate")
+                results[index] = result(
+                    index=index, event_id=event_id, status="duplicate", error=None
+                )
                 continue
             row_index[event_id] = index
             rows.append(
@@ -164,10 +175,11 @@ class EventIngestor:
             )
 
         stored, categories, unknown, batch_id = self._store(rows, now)
+        new_events: list[ProfileEvent] = []
         for row in rows:
             index = row_index[row["event_id"]]
             if row["item_id"] in unknown:
-                results[index] = EventResult(
+                results[index] = result(
                     index=index,
                     event_id=row["event_id"],
                     status="rejected",
@@ -175,40 +187,38 @@ class EventIngestor:
                     "first (PUT /v1/items/{item_id})",
                 )
             elif row["event_id"] in stored:
-                results[index] = EventResult(
-                    index=index, event_id=row["event_id"], status="accepted"
+                results[index] = result(
+                    index=index, event_id=row["event_id"], status="accepted", error=None
+                )
+                new_events.append(
+                    ProfileEvent(
+                        event_id=row["event_id"],
+                        user_id=row["user_id"],
+                        item_id=row["item_id"],
+                        type=row["type"],
+                        value=row["value"],
+                        occurred_at=row["occurred_at"],
+                    )
                 )
             else:
-                results[index] = EventResult(
-                    index=index, event_id=row["event_id"], status="duplicate"
+                results[index] = result(
+                    index=index, event_id=row["event_id"], status="duplicate", error=None
                 )
 
-        new_events = [
-            ProfileEvent(
-                event_id=row["event_id"],
-                user_id=row["user_id"],
-                item_id=row["item_id"],
-                type=row["type"],
-                value=row["value"],
-                occurred_at=row["occurred_at"],
-            )
-            for row in rows
-            if row["event_id"] in stored
-        ]
         profile = self._apply(new_events, categories, batch_id, now)
 
         outcome = IngestOutcome(
             results=[results[i] for i in sorted(results)], profile=profile, stored=new_events
         )
         types = {index: event.type for index, event in events}
-        for result in outcome.results:
-            EVENTS.labels(type=types[result.index], outcome=result.status).inc()
-            if result.status == "accepted":
-                outcome.accepted += 1
-            elif result.status == "duplicate":
-                outcome.duplicates += 1
-            else:
-                outcome.rejected += 1
+        counted: Counter[tuple[str, str]] = Counter()
+        for item in outcome.results:
+            counted[(types[item.index], item.status)] += 1
+        for (event_type, status), number in counted.items():
+            EVENTS.labels(type=event_type, outcome=status).inc(number)
+        outcome.accepted = counted_status(counted, "accepted")
+        outcome.duplicates = counted_status(counted, "duplicate")
+        outcome.rejected = counted_status(counted, "rejected")
         return outcome
 
     def _store(
@@ -218,10 +228,19 @@ class EventIngestor:
         if not rows:
             return set(), {}, set(), batch_id
         item_ids = list(dict.fromkeys(row["item_id"] for row in rows))
+        stub_unknown = self.settings.unknown_items == "stub"
+        if self._engine.dialect.name == "postgresql":
+            # One statement in its own transaction: no BEGIN/COMMIT round trips, and the answer
+            # comes back only once the commit is durable.
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                stored, categories, unknown = store_events_postgresql(
+                    conn, rows, item_ids, batch_id, now, stub_unknown
+                )
+            return stored, categories, unknown, batch_id
         with session_scope(self.sessions) as session:
             categories = item_categories(session, item_ids)
             unknown = {item_id for item_id in item_ids if item_id not in categories}
-            if unknown and self.settings.unknown_items == "stub":
+            if unknown and stub_unknown:
                 insert_stub_items(session, sorted(unknown), now)
                 for item_id in unknown:
                     categories[item_id] = []
@@ -265,6 +284,10 @@ class EventIngestor:
             self.confirmed.give_back(batch_ids)
             raise
         return len(batch_ids)
+
+
+def counted_status(counted: Counter[tuple[str, str]], status: str) -> int:
+    return sum(number for (_, outcome), number in counted.items() if outcome == status)
 
 
 def _type_label(raw: Any) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +23,9 @@ from app.monitoring import PENDING_PROFILE_USERS, PROFILE_REBUILDS
 from app.profiles import ProfileEvent, ProfileStore
 
 log = logging.getLogger(__name__)
+
+POPULATED_KEY = "recsys:populated"
+REBUILD_LOCK_KEY = "recsys:rebuild-lock"
 
 
 class ProfileRebuilder:
@@ -111,6 +113,39 @@ class ProfileRebuilder:
             yield ids
             last = ids[-1]
 
+    def rebuild_all(self, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild every profile and the counters, then mark Redis as populated.
+
+        ``progress`` is called with the number of profiles rebuilt so far.
+        """
+        rebuilt = 0
+        for batch in self.all_user_ids():
+            rebuilt += self.rebuild_users(batch)
+            if progress is not None:
+                progress(rebuilt)
+        self.rebuild_counters()
+        self.profiles.client.set(POPULATED_KEY, datetime.now(UTC).isoformat())
+        return rebuilt
+
+    def ensure_populated(self) -> int:
+        """Rebuild everything when Redis lost its data (a restart without persistence, a flush).
+
+        The populated mark lives in Redis itself: when it is gone, so may be every profile. One
+        process takes a lock and rebuilds; the others carry on.
+        """
+        client = self.profiles.client
+        if client.exists(POPULATED_KEY):
+            return 0
+        if not client.set(REBUILD_LOCK_KEY, "1", nx=True, ex=3600):
+            return 0
+        try:
+            rebuilt = self.rebuild_all()
+        finally:
+            client.delete(REBUILD_LOCK_KEY)
+        if rebuilt:
+            log.warning("Redis had lost its data: rebuilt %d profiles from the database", rebuilt)
+        return rebuilt
+
     def count_users(self) -> int:
         with self.sessions() as session:
             return int(session.scalar(select(func.count(func.distinct(Event.user_id)))) or 0)
@@ -189,13 +224,9 @@ class Reconciler:
             if now.timestamp() - last_reconcile >= self.interval:
                 last_reconcile = now.timestamp()
                 try:
+                    self.rebuilder.ensure_populated()
                     self.rebuilder.reconcile(now, self.grace)
+                except redis.RedisError as exc:
+                    log.warning("Redis unreachable, profile reconciliation waits: %s", exc)
                 except Exception:
                     log.exception("profile reconciliation failed; will retry")
-
-
-def group_by_user(events: Sequence[ProfileEvent]) -> dict[str, list[ProfileEvent]]:
-    grouped: dict[str, list[ProfileEvent]] = defaultdict(list)
-    for event in events:
-        grouped[event.user_id].append(event)
-    return grouped

