@@ -1,0 +1,203 @@
+"""Reading what the service stored: events and items, in chunks, into plain arrays.
+
+No ORM object is made per row; ids are mapped to dense indices once, and the users x items
+matrix is only ever sparse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sqlalchemy import Engine, func, select
+
+from app.db.models import Event, Item
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+CHUNK_ROWS = 50_000
+
+
+@dataclass
+class ItemTable:
+    """The catalogue, one entry per item, in index order."""
+
+    ids: list[str]
+    titles: list[str]
+    categories: list[list[str]]
+    tags: list[list[str]]
+    attributes: list[dict[str, Any]]
+    hidden: npt.NDArray[np.bool_]
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {item_id: i for i, item_id in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Interactions:
+    """Every stored event as parallel arrays; ``users``/``items`` index ``user_ids``/``item_ids``.
+
+    ``weights`` are the signed event-type weights (a rating's multiplied by its value).
+    """
+
+    user_ids: list[str]
+    item_ids: list[str]
+    users: IntArray
+    items: IntArray
+    weights: FloatArray
+    timestamps: FloatArray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    @property
+    def window(self) -> tuple[datetime | None, datetime | None]:
+        if len(self) == 0:
+            return None, None
+        return (
+            datetime.fromtimestamp(float(self.timestamps.min()), UTC),
+            datetime.fromtimestamp(float(self.timestamps.max()), UTC),
+        )
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> Interactions:
+        """The events where ``mask`` holds, with the same id maps."""
+        return Interactions(
+            self.user_ids,
+            self.item_ids,
+            self.users[mask],
+            self.items[mask],
+            self.weights[mask],
+            self.timestamps[mask],
+        )
+
+    def matrix(
+        self, half_life_days: float | None = None, now: float | None = None
+    ) -> sp.csr_matrix:
+        """Users x items sum of weights, optionally decayed by age.
+
+        Returns
+        -------
+        csr_matrix of shape (n_users, n_items)
+            Repeated (user, item) events add up; dislikes subtract.
+        """
+        weights = self.weights
+        if half_life_days is not None and len(self):
+            reference = float(self.timestamps.max()) if now is None else now
+            age_days = (reference - self.timestamps) / 86_400.0
+            weights = weights * np.exp2(-np.maximum(age_days, 0.0) / half_life_days)
+        matrix = sp.csr_matrix(
+            (weights, (self.users, self.items)), shape=(self.n_users, self.n_items)
+        )
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()
+        return matrix
+
+
+def load_items(engine: Engine) -> ItemTable:
+    """Every catalogue item, hidden ones included (their history still trains the model)."""
+    ids: list[str] = []
+    titles: list[str] = []
+    categories: list[list[str]] = []
+    tags: list[list[str]] = []
+    attributes: list[dict[str, Any]] = []
+    hidden: list[bool] = []
+    query = select(
+        Item.item_id, Item.title, Item.categories, Item.tags, Item.attributes, Item.hidden
+    ).order_by(Item.item_id)
+    with engine.connect() as connection:
+        result = connection.execution_options(yield_per=CHUNK_ROWS).execute(query)
+        for rows in result.partitions():
+            for item_id, title, cats, item_tags, attrs, is_hidden in rows:
+                ids.append(item_id)
+                titles.append(title or "")
+                categories.append(list(cats or []))
+                tags.append(list(item_tags or []))
+                attributes.append(dict(attrs or {}))
+                hidden.append(bool(is_hidden))
+    return ItemTable(ids, titles, categories, tags, attributes, np.asarray(hidden, dtype=bool))
+
+
+def count_events(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(Event)).scalar_one())
+
+
+def load_interactions(
+    engine: Engine,
+    event_weights: Mapping[str, float],
+    item_ids: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Interactions:
+    """Every stored event, read in chunks of ``CHUNK_ROWS``.
+
+    Parameters
+    ----------
+    engine : the service's database
+    event_weights : event type -> signed weight (``rating`` is multiplied by the value)
+    item_ids : the item index to use (e.g. the catalogue's); unknown items are appended
+    progress : called with the number of rows read so far
+    """
+    user_index: dict[str, int] = {}
+    item_index: dict[str, int] = {item_id: i for i, item_id in enumerate(item_ids or [])}
+    users: list[IntArray] = []
+    items: list[IntArray] = []
+    weights: list[FloatArray] = []
+    stamps: list[FloatArray] = []
+    type_weight = dict(event_weights)
+    query = select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
+    read = 0
+    with engine.connect() as connection:
+        result = connection.execution_options(yield_per=CHUNK_ROWS).execute(query)
+        for rows in result.partitions():
+            n = len(rows)
+            chunk_users = np.empty(n, dtype=np.int64)
+            chunk_items = np.empty(n, dtype=np.int64)
+            chunk_weights = np.empty(n, dtype=np.float64)
+            chunk_stamps = np.empty(n, dtype=np.float64)
+            for k, (user_id, item_id, event_type, value, occurred_at) in enumerate(rows):
+                chunk_users[k] = user_index.setdefault(user_id, len(user_index))
+                chunk_items[k] = item_index.setdefault(item_id, len(item_index))
+                weight = type_weight.get(event_type, 0.0)
+                if event_type == "rating" and value is not None:
+                    weight *= value
+                chunk_weights[k] = weight
+                if occurred_at.tzinfo is None:
+                    occurred_at = occurred_at.replace(tzinfo=UTC)
+                chunk_stamps[k] = occurred_at.timestamp()
+            users.append(chunk_users)
+            items.append(chunk_items)
+            weights.append(chunk_weights)
+            stamps.append(chunk_stamps)
+            read += n
+            if progress is not None:
+                progress(read)
+
+    def joined(parts: list[Any], dtype: type) -> Any:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    return Interactions(
+        user_ids=list(user_index),
+        item_ids=list(item_index),
+        users=joined(users, np.int64),
+        items=joined(items, np.int64),
+        weights=joined(weights, np.float64),
+        timestamps=joined(stamps, np.float64),
+    )

@@ -1,0 +1,168 @@
+"""The model registry (``model_versions``) and its promotion gate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.engine import session_scope
+from app.db.models import ModelVersion
+
+CANDIDATE, ACTIVE, RETIRED = "candidate", "active", "retired"
+
+
+class RegistryError(Exception):
+    """A registry operation that cannot be done as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a candidate replaces the active version, and why."""
+
+    promote: bool
+    reasons: list[str]
+    metric: str
+    candidate_score: float | None
+    active_version: str | None = None
+    active_score: float | None = None
+    margin: float = 0.0
+    forced: bool = False
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    candidate: Mapping[str, float],
+    active: Mapping[str, float] | None,
+    active_version: str | None,
+    metric: str = "ndcg@10",
+    margin: float = 0.0,
+    force: bool = False,
+) -> GateDecision:
+    """The promotion gate.
+
+    A candidate is promoted when no version is active, or when its ``metric`` on the shared
+    validation data beats the active version's by more than ``margin`` (relative: 0.01 means at
+    least 1% better); ``force`` promotes regardless and says so.
+    """
+    score = candidate.get(metric)
+    base = None if active is None else active.get(metric)
+
+    def verdict(promote: bool, reason: str) -> GateDecision:
+        return GateDecision(
+            promote=promote,
+            reasons=[reason],
+            metric=metric,
+            candidate_score=score,
+            active_version=active_version,
+            active_score=base,
+            margin=margin,
+            forced=force,
+        )
+
+    if force:
+        return verdict(True, "forced by an operator: the gate was not applied")
+    if score is None:
+        return verdict(False, f"the candidate has no {metric} to compare")
+    if active_version is None:
+        return verdict(True, "no version is active: the first model is promoted")
+    if base is None:
+        return verdict(True, f"the active {active_version} has no {metric} on this data")
+    needed = base * (1.0 + margin)
+    comparison = (
+        f"{metric} {score:.4f} vs the active {active_version}'s {base:.4f} "
+        f"(must exceed {needed:.4f}, margin {margin:.1%})"
+    )
+    if score > needed:
+        return verdict(True, f"better: {comparison}")
+    return verdict(False, f"not better: {comparison}; it stays a candidate")
+
+
+class Registry:
+    """Reads and changes ``model_versions``; every change is one transaction."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def add(self, version: ModelVersion) -> None:
+        with session_scope(self.sessions) as session:
+            session.add(version)
+
+    def get(self, version: str) -> ModelVersion:
+        with self.sessions() as session:
+            row = session.get(ModelVersion, version)
+            if row is None:
+                raise RegistryError(f"no model version {version!r}; see `models list`")
+            return row
+
+    def active(self) -> ModelVersion | None:
+        with self.sessions() as session:
+            return session.scalar(select(ModelVersion).where(ModelVersion.status == ACTIVE))
+
+    def all(self) -> list[ModelVersion]:
+        with self.sessions() as session:
+            return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at)))
+
+    def record_gate(self, version: str, decision: GateDecision) -> None:
+        with session_scope(self.sessions) as session:
+            session.execute(
+                update(ModelVersion)
+                .where(ModelVersion.version == version)
+                .values(gate=decision.as_dict())
+            )
+
+    def promote(self, version: str, now: datetime | None = None) -> ModelVersion | None:
+        """Make ``version`` active and retire the one it replaces; returns the replaced one."""
+        now = now or datetime.now(UTC)
+        with session_scope(self.sessions) as session:
+            target = session.get(ModelVersion, version, with_for_update=True)
+            if target is None:
+                raise RegistryError(f"no model version {version!r}; see `models list`")
+            if target.status == ACTIVE:
+                raise RegistryError(f"{version} is already active")
+            previous = session.scalar(
+                select(ModelVersion).where(ModelVersion.status == ACTIVE).with_for_update()
+            )
+            if previous is not None:
+                previous.status = RETIRED
+                previous.retired_at = now
+                # Flush first: the database allows one active row at a time.
+                session.flush()
+            target.status = ACTIVE
+            target.promoted_at = now
+            target.retired_at = None
+            return previous
+
+    def rollback(self, now: datetime | None = None) -> tuple[ModelVersion, ModelVersion]:
+        """Re-activate the version the current one replaced (the one retired most recently).
+
+        Returns (re-activated, retired).
+        """
+        current = self.active()
+        if current is None:
+            raise RegistryError("no version is active: nothing to roll back")
+        with self.sessions() as session:
+            before = session.scalar(
+                select(ModelVersion)
+                .where(
+                    ModelVersion.status == RETIRED,
+                    ModelVersion.promoted_at.is_not(None),
+                    ModelVersion.retired_at.is_not(None),
+                    ModelVersion.version != current.version,
+                )
+                .order_by(ModelVersion.retired_at.desc())
+                .limit(1)
+            )
+        if before is None:
+            raise RegistryError(
+                f"{current.version} is the only version ever active: nothing to roll back to"
+            )
+        self.promote(before.version, now=now)
+        return self.get(before.version), self.get(current.version)
