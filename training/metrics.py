@@ -51,7 +51,9 @@ def _check(recommended: npt.ArrayLike, relevant: sp.spmatrix, k: int) -> npt.NDA
     return recs[:, :k]
 
 
-def hit_matrix(recommended: npt.ArrayLike, relevant: sp.spmatrix, k: int = 10) -> npt.NDArray:
+def hit_matrix(
+    recommended: npt.ArrayLike, relevant: sp.spmatrix, k: int = 10
+) -> npt.NDArray[np.bool_]:
     """Mark which recommended items are relevant.
 
     Parameters
@@ -83,7 +85,7 @@ def hit_matrix(recommended: npt.ArrayLike, relevant: sp.spmatrix, k: int = 10) -
     return np.asarray(found & (recs != PAD))
 
 
-def evaluated_users(recommended: npt.ArrayLike, relevant: sp.spmatrix) -> npt.NDArray:
+def evaluated_users(recommended: npt.ArrayLike, relevant: sp.spmatrix) -> npt.NDArray[np.bool_]:
     """Users that count in the averages: at least one test row and one recommendation.
 
     Returns
@@ -91,6 +93,11 @@ def evaluated_users(recommended: npt.ArrayLike, relevant: sp.spmatrix) -> npt.ND
     ndarray of bool, shape (n_users,)
     """
     recs = np.asarray(recommended, dtype=np.int64)
+    if recs.ndim != 2 or recs.shape[0] != relevant.shape[0]:
+        raise ValueError(
+            f"recommended must have one row per user of relevant ({relevant.shape[0]} rows), "
+            f"got shape {recs.shape}"
+        )
     has_recs = (recs != PAD).any(axis=1)
     has_truth = np.diff(sp.csr_matrix(relevant).indptr) > 0
     return np.asarray(has_recs & has_truth)
@@ -98,7 +105,7 @@ def evaluated_users(recommended: npt.ArrayLike, relevant: sp.spmatrix) -> npt.ND
 
 def _per_user(
     recommended: npt.ArrayLike, relevant: sp.spmatrix, k: int
-) -> tuple[npt.NDArray, npt.NDArray]:
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
     mask = evaluated_users(recommended, relevant)
     hits = hit_matrix(recommended, relevant, k)[mask]
     n_relevant = np.diff(sp.csr_matrix(relevant).indptr)[mask].astype(np.float64)

@@ -65,7 +65,7 @@ def stratified_split(groups: npt.ArrayLike, ratio: float = 0.75, seed: int = 42)
     if group_arr.ndim != 1:
         raise ValueError(f"groups must be one-dimensional, got shape {group_arr.shape}")
     n_rows = group_arr.shape[0]
-    draws = np.random.default_rng(seed).random(n_rows)
+    draws = np.random.default_rng(seed).random((n_rows,))
     order = np.lexsort((draws, group_arr))
     sorted_groups = group_arr[order]
     # Position of every sorted row inside its group, computed without a Python loop.
