@@ -91,7 +91,12 @@ class Settings(BaseSettings):
     """The service's configuration. Every field is ``RECSYS_<NAME>`` in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RECSYS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="RECSYS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Errors must not echo API keys or database passwords into logs.
+        hide_input_in_errors=True,
     )
 
     env: Literal["development", "test", "production"] = "development"

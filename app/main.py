@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.api import events, health, items, users
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit
+from app.schemas import EventBatchIn, EventIn, ItemBatchIn
 from app.services import Services
 
 log = logging.getLogger("app")
@@ -63,7 +66,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, endpoint="/metrics", include_in_schema=True, tags=["health"]
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_openapi(app, body_models=(EventIn, EventBatchIn, ItemBatchIn))
     return app
+
+
+def install_openapi(app: FastAPI, body_models: tuple[type[BaseModel], ...]) -> None:
+    """Publish the schemas of bodies that handlers parse themselves (to validate batch entries
+    one by one) as named components, so every ``$ref`` in the document resolves."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in body_models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, definition)
+                schemas[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
+from fastapi import Path
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,6 +40,16 @@ def _id_from_number(value: object) -> object:
 
 
 Identifier = Annotated[str, BeforeValidator(_id_from_number), AfterValidator(_check_id)]
+ItemIdPath = Annotated[
+    str,
+    Path(max_length=1000, description="Your id of the item.", examples=["sku-123"]),
+    AfterValidator(_check_id),
+]
+UserIdPath = Annotated[
+    str,
+    Path(max_length=1000, description="Your id of the user.", examples=["user-42"]),
+    AfterValidator(_check_id),
+]
 
 
 def _check_label(value: str) -> str:
@@ -55,7 +66,10 @@ AttributeValue = str | bool | int | float
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall between the years 1 and 9999 once converted to UTC") from None
 
 
 class ErrorResponse(BaseModel):
@@ -101,6 +115,18 @@ class ItemFields(BaseModel):
     available: bool = True
     available_from: datetime | None = None
     available_until: datetime | None = None
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _flat_attributes(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(item, str | int | float | bool):
+                    raise ValueError(
+                        f"attribute {key!r} must be a string, number or boolean "
+                        f"(attributes are flat), got {type(item).__name__}"
+                    )
+        return value
 
     @field_validator("attributes")
     @classmethod

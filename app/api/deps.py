@@ -19,16 +19,24 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+async def read_json(request: Request) -> Any:
+    """The request body parsed as JSON; 400 with the parser's reason otherwise."""
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        hint = ""
+        if b"NaN" in body or b"Infinity" in body or "infinity" in str(exc):
+            hint = "; numbers must be finite: JSON has no NaN or Infinity"
+        raise MalformedJSON(f"the request body is not valid JSON ({exc}){hint}") from None
+
+
 async def read_batch(request: Request, field: str, limit: int) -> list[Any]:
     """The raw list under ``field`` of a JSON body, checked for shape and size only.
 
     Batch elements are validated one by one later, so one bad element never sinks the batch.
     """
-    body = await request.body()
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"the request body is not valid JSON ({exc})") from None
+    payload = await read_json(request)
     if not isinstance(payload, dict) or not isinstance(payload.get(field), list):
         raise InvalidInput(f'the body must be a JSON object {{"{field}": [...]}}')
     extra = sorted(set(payload) - {field})

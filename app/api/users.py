@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from app.api.deps import ServicesDep
 from app.auth import RequireRead
 from app.errors import ServiceUnavailable
-from app.schemas import ErrorResponse, RecentInteraction, UserProfile
+from app.schemas import ErrorResponse, RecentInteraction, UserIdPath, UserProfile
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -23,12 +22,12 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
     responses={503: {"model": ErrorResponse, "description": "The profile store is unreachable."}},
 )
 def get_profile(
-    user_id: Annotated[str, Path(min_length=1, max_length=128, examples=["user-42"])],
+    user_id: UserIdPath,
     services: ServicesDep,
 ) -> UserProfile:
     """The user's live profile; empty for a user with no events."""
     try:
-        snapshot = services.profiles.read(user_id.strip(), now=datetime.now(UTC))
+        snapshot = services.profiles.read(user_id, now=datetime.now(UTC))
     except redis.RedisError as exc:
         raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
     return UserProfile(
