@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,7 +26,21 @@ from rich.table import Table
 from app.config import get_settings
 from app.services import Services
 from training import demo
+from training.data import count_events, load_interactions
+from training.data import load_items as load_item_table
+from training.evaluation import (
+    Dataset,
+    ModelChoice,
+    ModelResult,
+    compare_models,
+    kfold_users,
+    make_split,
+    summarise_folds,
+)
+from training.evaluation import tune as run_tuning
 from training.loading import LoadReport, MovieLensFolder, load_events, load_items
+from training.pipeline import TrainingError, TrainOptions
+from training.pipeline import train as run_training
 from training.registry import Registry, RegistryError
 
 cli = typer.Typer(
@@ -73,8 +89,9 @@ def print_report(title: str, report: LoadReport) -> None:
     table = Table(title=title, show_header=True)
     for column in ("read", "accepted", "duplicates", "rejected"):
         table.add_column(column, justify="right")
-    table.add_row(*(f"{v:,}" for v in (report.read, report.accepted, report.duplicates,
-                                        report.rejected)))  # fmt: skip
+    table.add_row(
+        *(f"{v:,}" for v in (report.read, report.accepted, report.duplicates, report.rejected))
+    )
     out.print(table)
     for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1])[:10]:
         out.print(f"  {count:>8,}  {reason}")
@@ -130,6 +147,229 @@ def import_movielens(
         )
     print_report("movies", item_report)
     print_report("ratings", event_report)
+
+
+@cli.command()
+def train(
+    tune: Annotated[
+        bool, typer.Option("--tune/--no-tune", help="Search hyper-parameters first.")
+    ] = False,
+    trials: Annotated[int, typer.Option(min=1, help="Tuning trials (with --tune).")] = 20,
+    time_budget: Annotated[
+        float | None, typer.Option(min=1, help="Tuning budget in seconds (with --tune).")
+    ] = None,
+    factors: Annotated[int | None, typer.Option(min=1, help="ALS factors (overrides).")] = None,
+    regularization: Annotated[
+        float | None, typer.Option(min=0, help="ALS regularization (overrides).")
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(min=0, help="ALS alpha (overrides).")] = None,
+    iterations: Annotated[int | None, typer.Option(min=1, help="ALS iterations.")] = None,
+    holdout_percent: Annotated[
+        float, typer.Option(min=0, max=50, help="Share of (user, item) pairs never trained on.")
+    ] = 10.0,
+    eval_users: Annotated[int, typer.Option(min=1, help="Users scored for the gate.")] = 5_000,
+    margin: Annotated[
+        float, typer.Option(min=0, help="Relative improvement needed to replace the active one.")
+    ] = 0.0,
+    force: Annotated[bool, typer.Option(help="Promote whatever the gate says.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Train a model from every stored event, evaluate it on the fixed holdout against the active
+    version, and promote it only when it is better (the gate's reasons are printed and stored)."""
+    settings = get_settings()
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "factors": factors,
+            "regularization": regularization,
+            "alpha": alpha,
+            "iterations": iterations,
+        }.items()
+        if value is not None
+    }
+    with open_services() as services:
+        base = None
+        if overrides:
+            active = Registry(services.sessions).active()
+            base = (
+                ModelChoice.from_dict(active.params["choice"])
+                if active is not None and "choice" in active.params
+                else ModelChoice()
+            )
+            base = replace(base, als=replace(base.als, **overrides))
+        options = TrainOptions(
+            choice=base,
+            tune=tune,
+            trials=trials,
+            time_budget=time_budget,
+            holdout_percent=holdout_percent,
+            eval_users=eval_users,
+            margin=margin,
+            force=force,
+            seed=seed,
+        )
+        with progress_bar("rows") as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def show(stage: str, done: int, total: int | None) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total, rate="")
+                task = tasks[stage]
+                progress.update(task, completed=done)
+                elapsed = progress.tasks[task].elapsed or 1e-9
+                unit = "rows" if stage.startswith("read") else "it"
+                progress.update(task, rate=f"{done / elapsed:,.1f} {unit}/s")
+
+            try:
+                result = run_training(
+                    services.engine,
+                    services.sessions,
+                    dict(settings.event_weights),
+                    settings.model_dir,
+                    options,
+                    log=lambda line: progress.console.print(line),
+                    progress=show,
+                )
+            except TrainingError as exc:
+                console.print(f"[red]{exc}[/]")
+                raise typer.Exit(1) from None
+    verdict = "[green]promoted[/]" if result.decision.promote else "[yellow]kept as candidate[/]"
+    out.print(f"version {result.version}: {verdict}")
+    for reason in result.decision.reasons:
+        out.print(f"  gate: {reason}")
+    out.print(f"  artifact: {result.path}")
+    out.print(
+        "  seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in result.timings.items())
+    )
+
+
+@cli.command()
+def evaluate(
+    split: Annotated[
+        str,
+        typer.Option(
+            help="protocol: per-item random 75/25 (EVALUATION.md); temporal: each user's last "
+            "--last-n events held out."
+        ),
+    ] = "protocol",
+    last_n: Annotated[int, typer.Option(min=1, help="Held-out events per user (temporal).")] = 1,
+    folds: Annotated[
+        int, typer.Option(min=0, help="Also K-fold cross-validation over users (0: off).")
+    ] = 0,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune/--no-tune", help="Choose parameters on a validation split of the train part."
+        ),
+    ] = False,
+    trials: Annotated[int, typer.Option(min=1, help="Tuning trials.")] = 40,
+    time_budget: Annotated[float | None, typer.Option(min=1, help="Tuning seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of splits and models.")] = 42,
+    output: Annotated[Path, typer.Option(help="Where to write the figures as JSON.")] = Path(
+        "var/evaluation.json"
+    ),
+) -> None:
+    """Evaluate popularity, ALS, content and the hybrid on the stored data, honestly: parameters
+    come from the active version, or from tuning on the train part only; the test part is
+    scored once."""
+    if split not in ("protocol", "temporal"):
+        console.print("[red]--split must be 'protocol' or 'temporal'[/]")
+        raise typer.Exit(2)
+    settings = get_settings()
+    with open_services() as services:
+        items = load_item_table(services.engine)
+        total = count_events(services.engine)
+        if total == 0:
+            console.print("[red]no events are stored: nothing to evaluate[/]")
+            raise typer.Exit(1)
+        with progress_bar("rows") as progress:
+            task = progress.add_task("read events", total=total, rate="")
+            inter = load_interactions(
+                services.engine,
+                settings.event_weights,
+                item_ids=items.ids,
+                progress=lambda done: _set(progress, task, done, "rows"),
+            )
+        active = Registry(services.sessions).active()
+    dataset = Dataset(inter, items, seed=seed)
+    chosen = make_split(dataset, "protocol" if split == "protocol" else "temporal", last_n)
+    choice = (
+        ModelChoice.from_dict(active.params["choice"])
+        if active is not None and "choice" in active.params
+        else ModelChoice()
+    )
+    source = f"the active version {active.version}" if active is not None else "defaults"
+    if tune:
+        with console.status("tuning on a validation split of the train part"):
+            choice, _ = run_tuning(
+                dataset,
+                chosen.train,
+                trials=trials,
+                time_budget=time_budget,
+                start=choice,
+                log=lambda line: console.print(line),
+            )
+        source = "tuning on the train part"
+    with console.status("fitting and scoring"):
+        results = compare_models(dataset, chosen, choice)
+    report: dict[str, object] = {
+        "split": split,
+        "seed": seed,
+        "parameters_from": source,
+        "choice": choice.as_dict(),
+        "events": len(inter),
+        "users": inter.n_users,
+        "items": inter.n_items,
+        "test": {name: r.as_dict() for name, r in results.items()},
+    }
+    print_results(f"{split} split, k=10 (parameters: {source})", results)
+    if folds:
+        with console.status(f"{folds}-fold cross-validation over users"):
+            per_fold = list(kfold_users(dataset, choice, folds))
+        summary = summarise_folds(per_fold)
+        report["kfold"] = summary
+        table = Table(title=f"{folds}-fold over users: mean ± std")
+        table.add_column("model")
+        for metric in ("precision@10", "recall@10", "ndcg@10", "map"):
+            table.add_column(metric, justify="right")
+        for name, metrics in summary.items():
+            table.add_row(
+                name,
+                *(
+                    f"{metrics[m]['mean']:.4f} ± {metrics[m]['std']:.4f}"
+                    for m in ("precision@10", "recall@10", "ndcg@10", "map")
+                ),
+            )
+        out.print(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    out.print(f"figures written to {output}")
+
+
+def print_results(title: str, results: Mapping[str, ModelResult]) -> None:
+    table = Table(title=title)
+    table.add_column("model")
+    for column in ("P@10", "R@10", "nDCG@10", "MAP", "hit rate", "coverage", "novelty", "users"):
+        table.add_column(column, justify="right")
+    for name, r in results.items():
+        table.add_row(
+            name,
+            f"{r.precision:.4f}",
+            f"{r.recall:.4f}",
+            f"{r.ndcg:.4f}",
+            f"{r.map:.4f}",
+            f"{r.hit_rate:.4f}",
+            f"{r.coverage:.4f}",
+            f"{r.novelty:.2f}",
+            f"{r.users:,}",
+        )
+    out.print(table)
+
+
+def _set(progress: Progress, task: TaskID, done: int, unit: str) -> None:
+    progress.update(task, completed=done)
+    elapsed = progress.tasks[task].elapsed or 1e-9
+    progress.update(task, rate=f"{done / elapsed:,.0f} {unit}/s")
 
 
 @models_cli.command("list")

@@ -56,6 +56,8 @@ class Interactions:
     items: IntArray
     weights: FloatArray
     timestamps: FloatArray
+    types: npt.NDArray[np.int8]
+    type_names: list[str]
 
     @property
     def n_users(self) -> int:
@@ -86,6 +88,8 @@ class Interactions:
             self.items[mask],
             self.weights[mask],
             self.timestamps[mask],
+            self.types[mask],
+            self.type_names,
         )
 
     def matrix(
@@ -161,7 +165,9 @@ def load_interactions(
     items: list[IntArray] = []
     weights: list[FloatArray] = []
     stamps: list[FloatArray] = []
+    kinds: list[npt.NDArray[np.int8]] = []
     type_weight = dict(event_weights)
+    type_code = {name: code for code, name in enumerate(type_weight)}
     query = select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
     read = 0
     with engine.connect() as connection:
@@ -172,6 +178,7 @@ def load_interactions(
             chunk_items = np.empty(n, dtype=np.int64)
             chunk_weights = np.empty(n, dtype=np.float64)
             chunk_stamps = np.empty(n, dtype=np.float64)
+            chunk_kinds = np.empty(n, dtype=np.int8)
             for k, (user_id, item_id, event_type, value, occurred_at) in enumerate(rows):
                 chunk_users[k] = user_index.setdefault(user_id, len(user_index))
                 chunk_items[k] = item_index.setdefault(item_id, len(item_index))
@@ -179,6 +186,7 @@ def load_interactions(
                 if event_type == "rating" and value is not None:
                     weight *= value
                 chunk_weights[k] = weight
+                chunk_kinds[k] = type_code.get(event_type, -1)
                 if occurred_at.tzinfo is None:
                     occurred_at = occurred_at.replace(tzinfo=UTC)
                 chunk_stamps[k] = occurred_at.timestamp()
@@ -186,6 +194,7 @@ def load_interactions(
             items.append(chunk_items)
             weights.append(chunk_weights)
             stamps.append(chunk_stamps)
+            kinds.append(chunk_kinds)
             read += n
             if progress is not None:
                 progress(read)
@@ -200,4 +209,6 @@ def load_interactions(
         items=joined(items, np.int64),
         weights=joined(weights, np.float64),
         timestamps=joined(stamps, np.float64),
+        types=joined(kinds, np.int8),
+        type_names=list(type_weight),
     )

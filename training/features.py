@@ -113,12 +113,34 @@ def attribute_matrix(
     return scaled.astype(np.float32), names
 
 
+def split_attributes(
+    attributes: Sequence[Mapping[str, object]],
+) -> tuple[list[dict[str, float | None]], list[list[str]]]:
+    """Numbers (and booleans, as 0/1) stay numeric; strings become ``name=value`` labels,
+    which are encoded one-hot like categories."""
+    numeric: list[dict[str, float | None]] = []
+    labels: list[list[str]] = []
+    for row in attributes:
+        values: dict[str, float | None] = {}
+        words: list[str] = []
+        for name, value in row.items():
+            if isinstance(value, bool | int | float):
+                values[name] = float(value)
+            elif isinstance(value, str) and value:
+                words.append(f"{name}={value.strip().lower()}")
+            else:
+                values[name] = None
+        numeric.append(values)
+        labels.append(words)
+    return numeric, labels
+
+
 def build_item_embedding(
     item_ids: Sequence[str],
     titles: Sequence[str],
     categories: Sequence[Sequence[str]],
     tags: Sequence[Sequence[str]] | None = None,
-    attributes: Sequence[Mapping[str, float | int | None]] | None = None,
+    attributes: Sequence[Mapping[str, object]] | None = None,
     *,
     n_components: int = 64,
     weights: FeatureWeights | None = None,
@@ -135,8 +157,9 @@ def build_item_embedding(
         Categories (genres) of every item.
     tags : sequence of sequences of str, length n_items, optional
         Free-text tags of every item.
-    attributes : sequence of mappings str -> number, length n_items, optional
-        Numeric attributes (e.g. release year); missing keys are allowed.
+    attributes : sequence of mappings str -> value, length n_items, optional
+        Flat attributes: numbers and booleans are standardised (e.g. release year, price),
+        strings are one-hot encoded with the categories (e.g. brand); missing keys are allowed.
     n_components : int
         Embedding size; capped below the number of feature columns.
     weights : FeatureWeights, optional
@@ -162,12 +185,14 @@ def build_item_embedding(
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
     w = weights or FeatureWeights()
-    blocks = [_block_rows_unit(category_matrix(categories)[0], w.categories)]
+    numeric_attributes, labels = split_attributes(attributes or [{} for _ in item_ids])
+    labelled = [[*cats, *words] for cats, words in zip(categories, labels, strict=True)]
+    blocks = [_block_rows_unit(category_matrix(labelled)[0], w.categories)]
     blocks.append(
         _block_rows_unit(text_matrix(titles, tags or [[] for _ in titles], min_df=min_df), w.text)
     )
     if attributes is not None:
-        numeric, _ = attribute_matrix(attributes)
+        numeric, _ = attribute_matrix(numeric_attributes)
         # Divide by sqrt(columns) so the block's expected row norm is about its weight.
         scale = w.attributes / math.sqrt(max(numeric.shape[1], 1))
         blocks.append(sp.csr_matrix(numeric * scale))

@@ -12,7 +12,7 @@ here materialises a dense users x items matrix.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
@@ -394,7 +394,11 @@ class ALSScorer:
         return np.asarray(vectors @ self.item_factors.T, dtype=np.float32)
 
 
-def fit_als(user_items: sp.spmatrix, params: ALSParams | None = None) -> ALSScorer:
+def fit_als(
+    user_items: sp.spmatrix,
+    params: ALSParams | None = None,
+    on_iteration: Callable[[int], None] | None = None,
+) -> ALSScorer:
     """Train implicit ALS on a users x items matrix (GPU only if implicit has CUDA).
 
     Parameters
@@ -403,6 +407,8 @@ def fit_als(user_items: sp.spmatrix, params: ALSParams | None = None) -> ALSScor
         Raw interaction values; ``params.confidence`` is applied before training.
     params : ALSParams, optional
         Hyper-parameters; implicit's defaults when omitted.
+    on_iteration : callable, optional
+        Called with the iteration number after each ALS iteration (for progress bars).
 
     Returns
     -------
@@ -428,7 +434,8 @@ def fit_als(user_items: sp.spmatrix, params: ALSParams | None = None) -> ALSScor
             use_gpu=bool(implicit.gpu.HAS_CUDA),
             num_threads=MAX_THREADS,
         )
-        model.fit(weighted, show_progress=False)
+        callback = None if on_iteration is None else (lambda it, *_: on_iteration(it + 1))
+        model.fit(weighted, show_progress=False, callback=callback)
     if implicit.gpu.HAS_CUDA:
         model = model.to_cpu()
     return ALSScorer(
