@@ -7,6 +7,7 @@ Every row goes through the same validation, deduplication and profile updates as
 from __future__ import annotations
 
 import csv
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from app.services import Services
 
 BATCH = 5_000
+RELEASE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 @dataclass
@@ -126,11 +128,14 @@ class MovieLensFolder:
         with (self.path / "movies.csv").open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 genres = [g for g in row["genres"].split("|") if g and g != "(no genres listed)"]
+                title = row["title"].strip()
+                year = RELEASE_YEAR.search(title)
                 yield {
                     "item_id": row["movieId"],
-                    "title": row["title"],
+                    "title": title,
                     "categories": genres,
                     "tags": tags.get(row["movieId"], [])[:200],
+                    "attributes": {"year": int(year.group(1))} if year else {},
                 }
 
     def _tags(self) -> dict[str, list[str]]:
