@@ -167,7 +167,7 @@ def train(
     holdout_percent: Annotated[
         float, typer.Option(min=0, max=50, help="Share of (user, item) pairs never trained on.")
     ] = 10.0,
-    eval_users: Annotated[int, typer.Option(min=1, help="Users scored for the gate.")] = 5_000,
+    eval_users: Annotated[int, typer.Option(min=1, help="Users scored for the gate.")] = 2_000,
     margin: Annotated[
         float, typer.Option(min=0, help="Relative improvement needed to replace the active one.")
     ] = 0.0,

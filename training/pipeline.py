@@ -53,7 +53,7 @@ class TrainOptions:
     trials: int = 20
     time_budget: float | None = None
     holdout_percent: float = 10.0
-    eval_users: int = 5_000
+    eval_users: int = 2_000
     margin: float = 0.0
     force: bool = False
     seed: int = 42
