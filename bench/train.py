@@ -35,12 +35,13 @@ sys.path.insert(0, str(REPO_ROOT))
 from app.config import normalise_database_url  # noqa: E402
 from training.evaluation import ModelChoice  # noqa: E402
 
-BASELINE = """  # noqa: E501
+BASELINE = """
 import sys, time, numpy as np, scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 from implicit.als import AlternatingLeastSquares
 data = np.load(sys.argv[1])
-factors, reg, alpha, iterations = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+factors, iterations = int(sys.argv[2]), int(sys.argv[5])
+reg, alpha = float(sys.argv[3]), float(sys.argv[4])
 began = time.perf_counter()
 matrix = sp.csr_matrix(
     (np.ones(len(data["users"]), dtype=np.float32), (data["users"], data["items"])),

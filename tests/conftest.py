@@ -89,7 +89,7 @@ def backend(request: pytest.FixtureRequest, session_var_dir: Path) -> Backend:
 @pytest.fixture
 def settings(backend: Backend, session_var_dir: Path) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         env="test",
         var_dir=session_var_dir,
         database_url=backend.database_url,

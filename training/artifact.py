@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ class ModelArtifact:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{manifest_path} is unreadable: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise ArtifactError(f"{manifest_path} is not a JSON object")
         found = manifest.get("format_version")
         if found != FORMAT_VERSION:
             raise ArtifactError(
@@ -132,8 +135,10 @@ class ModelArtifact:
         try:
             with np.load(arrays_path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise ArtifactError(f"{arrays_path} is unreadable: {exc}") from exc
+        if "version" not in manifest:
+            raise ArtifactError(f"{manifest_path} names no version")
         artifact = cls(
             version=str(manifest["version"]),
             arrays=arrays,

@@ -381,10 +381,11 @@ def models_list() -> None:
         out.print("no model versions yet: run `python -m training train`")
         return
     table = Table(show_header=True)
-    for column in ("version", "status", "created", "events", "users", "items", "ndcg@10", "gate"):
-        table.add_column(column)
+    table.add_column("version", no_wrap=True, min_width=23)
+    table.add_column("status", no_wrap=True, min_width=9)
+    for column in ("created", "events", "users", "items", "ndcg@10"):
+        table.add_column(column, justify="right")
     for v in versions:
-        gate = v.gate or {}
         table.add_row(
             v.version,
             v.status,
@@ -393,9 +394,12 @@ def models_list() -> None:
             f"{v.n_users:,}",
             f"{v.n_items:,}",
             _fmt(v.metrics.get("validation", {}).get("ndcg@10")),
-            "; ".join(gate.get("reasons", [])),
         )
     out.print(table)
+    for v in versions:
+        reasons = (v.gate or {}).get("reasons", [])
+        if reasons:
+            out.print(f"  {v.version}: {'; '.join(reasons)}")
 
 
 @models_cli.command("promote")

@@ -69,10 +69,10 @@ def decide(
 
     if force:
         return verdict(True, "forced by an operator: the gate was not applied")
-    if score is None:
-        return verdict(False, f"the candidate has no {metric} to compare")
     if active_version is None:
         return verdict(True, "no version is active: the first model is promoted")
+    if score is None:
+        return verdict(False, f"the candidate has no {metric} to compare")
     if base is None:
         return verdict(True, f"the active {active_version} has no {metric} on this data")
     needed = base * (1.0 + margin)
