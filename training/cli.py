@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -51,7 +52,8 @@ cli = typer.Typer(
 models_cli = typer.Typer(help="List, promote and roll back model versions.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 console = Console(stderr=True)
-out = Console()
+# Reports are tables: keep them whole when the output goes to a file or a pipe.
+out = Console() if sys.stdout.isatty() else Console(width=140)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, Float, cast, func, select
 
 from app.db.models import Event, Item
 
@@ -139,6 +139,14 @@ def load_items(engine: Engine) -> ItemTable:
     return ItemTable(ids, titles, categories, tags, attributes, np.asarray(hidden, dtype=bool))
 
 
+def epoch_seconds(engine: Engine) -> ColumnElement[float]:
+    """``occurred_at`` as epoch seconds, computed by the database: no datetime per row."""
+    if engine.dialect.name == "postgresql":
+        return cast(func.extract("epoch", Event.occurred_at), Float)
+    # SQLite keeps UTC text; julianday() reads it, fractions of a second included.
+    return (func.julianday(Event.occurred_at) - 2440587.5) * 86400.0
+
+
 def count_events(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(Event)).scalar_one())
@@ -168,7 +176,7 @@ def load_interactions(
     kinds: list[npt.NDArray[np.int8]] = []
     type_weight = dict(event_weights)
     type_code = {name: code for code, name in enumerate(type_weight)}
-    query = select(Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at)
+    query = select(Event.user_id, Event.item_id, Event.type, Event.value, epoch_seconds(engine))
     read = 0
     with engine.connect() as connection:
         result = connection.execution_options(yield_per=CHUNK_ROWS).execute(query)
@@ -187,9 +195,7 @@ def load_interactions(
                     weight *= value
                 chunk_weights[k] = weight
                 chunk_kinds[k] = type_code.get(event_type, -1)
-                if occurred_at.tzinfo is None:
-                    occurred_at = occurred_at.replace(tzinfo=UTC)
-                chunk_stamps[k] = occurred_at.timestamp()
+                chunk_stamps[k] = occurred_at
             users.append(chunk_users)
             items.append(chunk_items)
             weights.append(chunk_weights)

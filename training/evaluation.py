@@ -205,7 +205,10 @@ def score_model(
     """
     has_test = np.flatnonzero(np.diff(relevant.indptr) > 0)
     targets = has_test if users is None else np.intersect1d(users, has_test)
-    recs = recommend(scorer, history, k=K, users=targets)
+    if isinstance(scorer, PopularityScorer):
+        recs = popular_top_k(scorer.popularity, history, targets, K)
+    else:
+        recs = recommend(scorer, history, k=K, users=targets)
     subset = relevant[targets]
     metrics = ranking_metrics(recs, subset, K)
     counts = (
@@ -221,6 +224,26 @@ def score_model(
         novelty=novelty(recs, np.abs(counts), history.shape[0]),
         users=metrics.n_users,
     )
+
+
+def popular_top_k(
+    popularity: npt.NDArray[np.floating[Any]], history: sp.csr_matrix, users: IntArray, k: int
+) -> IntArray:
+    """What ``recommend(PopularityScorer(popularity), ...)`` returns, without scoring every item
+    for every user: one global order, minus each user's seen items.
+
+    Ties go to the lower item index, as in :func:`training.recommenders.top_k_items`.
+    """
+    order = np.argsort(-np.asarray(popularity, dtype=np.float64), kind="stable")
+    matrix = sp.csr_matrix(history)
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    for row, user in enumerate(users):
+        start, end = matrix.indptr[user], matrix.indptr[user + 1]
+        seen = matrix.indices[start:end][matrix.data[start:end] != 0]
+        head = order[: k + len(seen)]
+        picked = head[~np.isin(head, seen)][:k]
+        out[row, : len(picked)] = picked
+    return out
 
 
 def tune(
