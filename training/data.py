@@ -6,7 +6,7 @@ matrix is only ever sparse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sqlalchemy import ColumnElement, Engine, Float, cast, func, select
+from sqlalchemy import ClauseElement, ColumnElement, Engine, Float, cast, func, select
 
 from app.db.models import Event, Item
 
@@ -147,6 +147,27 @@ def epoch_seconds(engine: Engine) -> ColumnElement[float]:
     return (func.julianday(Event.occurred_at) - 2440587.5) * 86400.0
 
 
+def _fetch_chunks(engine: Engine, query: ClauseElement) -> Iterator[Sequence[Any]]:
+    """Plain tuples in chunks from a server-side cursor: a million events do not fit the
+    per-row cost of result objects."""
+    sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        cursor: Any
+        if engine.dialect.name == "postgresql":
+            cursor = raw.cursor(name="recsys_training_read")
+            cursor.itersize = CHUNK_ROWS
+        else:
+            cursor = raw.cursor()
+        try:
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(CHUNK_ROWS):
+                yield rows
+        finally:
+            cursor.close()
+
+
 def count_events(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(Event)).scalar_one())
@@ -178,32 +199,37 @@ def load_interactions(
     type_code = {name: code for code, name in enumerate(type_weight)}
     query = select(Event.user_id, Event.item_id, Event.type, Event.value, epoch_seconds(engine))
     read = 0
-    with engine.connect() as connection:
-        result = connection.execution_options(yield_per=CHUNK_ROWS).execute(query)
-        for rows in result.partitions():
-            n = len(rows)
-            chunk_users = np.empty(n, dtype=np.int64)
-            chunk_items = np.empty(n, dtype=np.int64)
-            chunk_weights = np.empty(n, dtype=np.float64)
-            chunk_stamps = np.empty(n, dtype=np.float64)
-            chunk_kinds = np.empty(n, dtype=np.int8)
-            for k, (user_id, item_id, event_type, value, occurred_at) in enumerate(rows):
-                chunk_users[k] = user_index.setdefault(user_id, len(user_index))
-                chunk_items[k] = item_index.setdefault(item_id, len(item_index))
-                weight = type_weight.get(event_type, 0.0)
-                if event_type == "rating" and value is not None:
-                    weight *= value
-                chunk_weights[k] = weight
-                chunk_kinds[k] = type_code.get(event_type, -1)
-                chunk_stamps[k] = occurred_at
-            users.append(chunk_users)
-            items.append(chunk_items)
-            weights.append(chunk_weights)
-            stamps.append(chunk_stamps)
-            kinds.append(chunk_kinds)
-            read += n
-            if progress is not None:
-                progress(read)
+    for rows in _fetch_chunks(engine, query):
+        n = len(rows)
+        user_col, item_col, type_col, value_col, stamp_col = zip(*rows, strict=True)
+        # Comprehensions over columns: the per-row cost is what bounds a 1M-event read.
+        users.append(
+            np.fromiter(
+                [user_index.setdefault(u, len(user_index)) for u in user_col],
+                dtype=np.int64,
+                count=n,
+            )
+        )
+        items.append(
+            np.fromiter(
+                [item_index.setdefault(i, len(item_index)) for i in item_col],
+                dtype=np.int64,
+                count=n,
+            )
+        )
+        chunk_weights = np.fromiter(
+            [type_weight.get(t, 0.0) for t in type_col], dtype=np.float64, count=n
+        )
+        is_rating = np.fromiter([t == "rating" for t in type_col], dtype=bool, count=n)
+        if is_rating.any():
+            values = np.array([1.0 if v is None else v for v in value_col], dtype=np.float64)
+            chunk_weights = np.where(is_rating, chunk_weights * values, chunk_weights)
+        weights.append(chunk_weights)
+        kinds.append(np.fromiter([type_code.get(t, -1) for t in type_col], dtype=np.int8, count=n))
+        stamps.append(np.asarray(stamp_col, dtype=np.float64))
+        read += n
+        if progress is not None:
+            progress(read)
 
     def joined(parts: list[Any], dtype: type) -> Any:
         return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)

@@ -321,9 +321,14 @@ def fold_in_user(
         return np.zeros(n_factors, dtype=np.float32)
     if ids.min() < 0 or ids.max() >= factors.shape[0]:
         raise ValueError(f"item_ids must be in [0, {factors.shape[0]})")
-    y64 = factors.astype(np.float64, copy=False)
-    yty = y64.T @ y64 if gram is None else np.asarray(gram, dtype=np.float64)
-    rows = y64[ids]
+    if gram is None:
+        y64 = factors.astype(np.float64, copy=False)
+        yty = y64.T @ y64
+    else:
+        yty = np.asarray(gram, dtype=np.float64)
+    # Only the user's rows are needed in double precision: casting the whole item matrix
+    # per user would cost more than the solve.
+    rows = factors[ids].astype(np.float64)
     weight = np.abs(conf) - 1.0
     lhs = yty + regularization * np.eye(n_factors) + (rows * weight[:, None]).T @ rows
     rhs = np.where(conf > 0, conf, 0.0) @ rows
