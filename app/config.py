@@ -134,6 +134,29 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     reconcile_grace_seconds: float = Field(default=30.0, ge=0)
 
+    # Serving
+    model_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often each API process checks the active model version."
+    )
+    catalog_refresh_seconds: float = Field(
+        default=5.0, gt=0, description="How often the in-memory catalogue index reloads changes."
+    )
+    trending_half_life_hours: float = Field(
+        default=24.0, gt=0, description="Age at which an event counts half for trending items."
+    )
+    trending_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long one computation of trending items is reused."
+    )
+    recommendation_ttl_seconds: int = Field(
+        default=3600, ge=1, description="How long a recommendation_id can be paged through."
+    )
+    recommendation_list_size: int = Field(
+        default=200,
+        ge=100,
+        le=10_000,
+        description="Items ranked and kept per recommendation_id (the deepest page reachable).",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -173,6 +196,10 @@ class Settings(BaseSettings):
     @property
     def profile_half_life_seconds(self) -> float:
         return self.profile_half_life_days * 86_400.0
+
+    @property
+    def trending_half_life_seconds(self) -> float:
+        return self.trending_half_life_hours * 3600.0
 
     @property
     def auth_enabled(self) -> bool:

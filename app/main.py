@@ -12,7 +12,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from app.api import events, health, items, users
+from app.api import events, health, items, models, recommendations, users
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimit
@@ -60,7 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (events.router, items.router, users.router, health.router):
+    for router in (
+        events.router,
+        items.router,
+        users.router,
+        recommendations.router,
+        models.router,
+        health.router,
+    ):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
         app, endpoint="/metrics", include_in_schema=True, tags=["health"]

@@ -25,3 +25,17 @@ PENDING_PROFILE_USERS = Gauge(
 ITEMS_WRITTEN = Counter(
     "recsys_items_written_total", "Catalogue writes, by outcome (stored, rejected).", ["outcome"]
 )
+MODEL_RELOAD_FAILURES = Counter(
+    "recsys_model_reload_failures_total",
+    "Model versions that failed to load (corrupt, incompatible or missing artifact); the "
+    "previous model kept serving.",
+)
+MODEL_RELOADS = Counter("recsys_model_reloads_total", "Model versions swapped in.")
+MODEL_INFO = Gauge(
+    "recsys_model_info",
+    "1 for the model version this process serves; no sample while it serves none.",
+    ["version"],
+)
+MODEL_LOADED = Gauge(
+    "recsys_model_loaded", "1 while a model is served, 0 while trending/popular stand in."
+)

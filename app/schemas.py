@@ -364,3 +364,95 @@ class ItemBatchAck(BaseModel):
     stored: int
     rejected: int
     results: list[ItemBatchResult]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recommendations
+
+
+class RecommendedItem(BaseModel):
+    """One recommended item."""
+
+    item_id: str = Field(examples=["sku-123"])
+    score: float = Field(
+        description="Higher ranks first. For personal results the model's blended score; for "
+        "items that fill up the list, their popularity or trending score (compare scores only "
+        "between items with the same kind of reason).",
+        examples=[2.31],
+    )
+    reason: str = Field(
+        description="Why, in words to show: `because you viewed <title>`, `popular in "
+        "<category>`, `trending now`, `similar to <title>`.",
+        examples=["because you viewed Trail running shoe"],
+    )
+
+
+class RecommendationsOut(BaseModel):
+    """A page of a user's ranked list."""
+
+    recommendation_id: str = Field(
+        description="Names this ranked list for an hour: send it back with `offset` for the next "
+        "page, and with events that follow from it (attribution).",
+        examples=["rec-5f2c1a9e0b7d4c3a"],
+    )
+    user_id: str = Field(examples=["user-42"])
+    model_version: str | None = Field(
+        description="The model version that ranked the list; null when no model is loaded and "
+        "trending/popular items stand in.",
+        examples=["20261126T101500Z-a1b2c3"],
+    )
+    variant: str = Field(
+        default="control", description="The experiment variant (always `control` for now)."
+    )
+    items: list[RecommendedItem]
+
+
+class SimilarItemsOut(BaseModel):
+    """Items like a given one."""
+
+    item_id: str = Field(examples=["sku-123"])
+    model_version: str | None = Field(examples=["20261126T101500Z-a1b2c3"])
+    items: list[RecommendedItem]
+
+
+class ItemListOut(BaseModel):
+    """Trending or popular items."""
+
+    model_version: str | None = Field(
+        default=None,
+        description="For popular items: the model whose popularity ranked them; null when "
+        "counted from the stored events (no model loaded), and for trending items.",
+    )
+    items: list[RecommendedItem]
+
+
+class ModelOut(BaseModel):
+    """The model this API process serves."""
+
+    version: str | None = Field(
+        description="Null when no model is loaded: trending and popular items are served.",
+        examples=["20261126T101500Z-a1b2c3"],
+    )
+    active_version: str | None = Field(
+        default=None,
+        description="The registry's active version at the last check; differs from `version` "
+        "while a refused artifact is not served.",
+    )
+    created_at: str | None = None
+    loaded_at: datetime | None = None
+    n_items: int | None = None
+    n_factors: int | None = None
+    value_scheme: str | None = Field(default=None, examples=["binary"])
+    weights: dict[str, float] | None = Field(
+        default=None, examples=[{"als": 1.0, "content": 0.1, "popularity": 0.1}]
+    )
+    last_error: str | None = Field(
+        default=None, description="Why the last version tried was refused, if it was."
+    )
+
+
+class ModelReloadOut(ModelOut):
+    """What a forced check of the registry did."""
+
+    previous_version: str | None = None
+    changed: bool = Field(description="True when this check swapped in another version.")

@@ -7,7 +7,7 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -20,6 +20,10 @@ from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
 from app.ingest import EventIngestor
 from app.profiles import ProfileStore
 from app.reconcile import ProfileRebuilder, Reconciler
+from app.serving.catalog_index import CatalogIndex
+from app.serving.recommender import Recommender
+from app.serving.store import ModelHolder, Periodic
+from app.serving.trending import EventCounts, Trending
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,12 @@ class Services:
     ingestor: EventIngestor
     rebuilder: ProfileRebuilder
     catalog: Catalog
+    models: ModelHolder
+    catalog_index: CatalogIndex
+    recommender: Recommender
     embedded_redis: Any = None
     reconciler: Reconciler | None = None
+    pollers: list[Periodic] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings, migrate: bool | None = None) -> Services:
@@ -79,6 +87,17 @@ class Services:
         sessions = make_sessionmaker(engine)
         client, embedded = connect_redis(settings)
         profiles = ProfileStore(client, settings)
+        models = ModelHolder(sessions)
+        catalog_index = CatalogIndex(sessions)
+        recommender = Recommender(
+            models,
+            catalog_index,
+            profiles,
+            Trending(client, settings),
+            EventCounts(sessions),
+            client,
+            settings,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -88,6 +107,9 @@ class Services:
             ingestor=EventIngestor(sessions, profiles, settings),
             rebuilder=ProfileRebuilder(sessions, profiles),
             catalog=Catalog(sessions),
+            models=models,
+            catalog_index=catalog_index,
+            recommender=recommender,
             embedded_redis=embedded,
         )
 
@@ -99,8 +121,25 @@ class Services:
             grace=self.settings.reconcile_grace_seconds,
         )
         self.reconciler.start()
+        # The first model is loaded before the app takes requests; later versions by polling.
+        try:
+            self.models.check()
+        except Exception:
+            log.exception("the model registry could not be read; retrying in the background")
+        self.pollers = [
+            Periodic("model-poller", self.settings.model_poll_seconds, self.models.check),
+            Periodic(
+                "catalog-refresher",
+                self.settings.catalog_refresh_seconds,
+                self.catalog_index.refresh,
+            ),
+        ]
+        for poller in self.pollers:
+            poller.start()
 
     def close(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
         else:

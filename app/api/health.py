@@ -20,7 +20,22 @@ def healthz() -> dict[str, str]:
     "/readyz",
     summary="Ready",
     responses={
-        503: {"description": "A dependency is down; `down` names it and `checks` says why."}
+        200: {
+            "description": "Ready. `model` names the served model version; null means none is "
+            "loaded and recommendations fall back to trending and popular items (the service "
+            "still works, so this stays 200).",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "ready",
+                        "down": [],
+                        "checks": {"database": "ok", "redis": "ok"},
+                        "model": "20261126T101500Z-a1b2c3",
+                    }
+                }
+            },
+        },
+        503: {"description": "A dependency is down; `down` names it and `checks` says why."},
     },
 )
 def readyz(services: ServicesDep) -> JSONResponse:
@@ -31,5 +46,6 @@ def readyz(services: ServicesDep) -> JSONResponse:
         "status": "unavailable" if down else "ready",
         "down": down,
         "checks": {name: problem or "ok" for name, problem in checks.items()},
+        "model": services.models.version,
     }
     return JSONResponse(body, status_code=503 if down else 200)

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep, read_batch
 from app.api.responses import (
     AUTH_ERRORS,
     BAD_JSON,
+    BAD_QUERY,
     INVALID,
     ITEM_NOT_FOUND,
+    PROFILES_DOWN,
     TOO_LARGE,
     json_body,
 )
 from app.auth import RequireIngest, RequireRead
-from app.schemas import ItemBatchAck, ItemFields, ItemIdPath, ItemIn, ItemOut
+from app.schemas import (
+    ID_MAX,
+    ItemBatchAck,
+    ItemFields,
+    ItemIdPath,
+    ItemIn,
+    ItemListOut,
+    ItemOut,
+    Label,
+    RecommendedItem,
+    SimilarItemsOut,
+)
+from app.serving.recommender import Scored
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -30,6 +46,7 @@ def put_item(item_id: ItemIdPath, body: ItemFields, services: ServicesDep) -> It
     """Create or replace an item; a hidden item becomes visible again."""
     item = ItemIn(item_id=item_id, **body.model_dump())
     services.catalog.upsert([item])
+    services.catalog_index.reload_items([item.item_id])
     return services.catalog.get(item.item_id)
 
 
@@ -43,7 +60,62 @@ def put_item(item_id: ItemIdPath, body: ItemFields, services: ServicesDep) -> It
 async def post_items(request: Request, services: ServicesDep) -> ItemBatchAck:
     """Create or replace up to 10,000 items; each is checked on its own and reported."""
     raw = await read_batch(request, "items", services.settings.max_batch_size)
-    return await run_in_threadpool(services.catalog.upsert_raw, raw)
+    ack = await run_in_threadpool(services.catalog.upsert_raw, raw)
+    stored = [r.item_id for r in ack.results if r.status == "stored" and r.item_id]
+    await run_in_threadpool(services.catalog_index.reload_items, stored)
+    return ack
+
+
+K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100).", examples=[10])]
+Category = Annotated[
+    Label | None,
+    Query(
+        max_length=1000,
+        description=f"Only items of this category (1-{ID_MAX} characters).",
+        examples=["running"],
+    ),
+]
+
+
+def _items(scored: list[Scored]) -> list[RecommendedItem]:
+    return [RecommendedItem(item_id=s.item_id, score=s.score, reason=s.reason) for s in scored]
+
+
+# Declared before /{item_id}, which would otherwise take "trending" and "popular" for ids.
+@router.get(
+    "/trending",
+    response_model=ItemListOut,
+    dependencies=[RequireRead],
+    responses={**AUTH_ERRORS, **BAD_QUERY, **PROFILES_DOWN},
+)
+def get_trending(services: ServicesDep, k: K = 10, category: Category = None) -> ItemListOut:
+    """Items with the most activity lately, older activity counting less (half-life 24 h)."""
+    return ItemListOut(items=_items(services.recommender.trending_items(k, category)))
+
+
+@router.get(
+    "/popular",
+    response_model=ItemListOut,
+    dependencies=[RequireRead],
+    responses={**AUTH_ERRORS, **BAD_QUERY},
+)
+def get_popular(services: ServicesDep, k: K = 10, category: Category = None) -> ItemListOut:
+    """The most popular items: the model's popularity, or event counts without a model."""
+    version, items = services.recommender.popular_items(k, category)
+    return ItemListOut(model_version=version, items=_items(items))
+
+
+@router.get(
+    "/{item_id}/similar",
+    response_model=SimilarItemsOut,
+    dependencies=[RequireRead],
+    responses={**AUTH_ERRORS, **ITEM_NOT_FOUND, **BAD_QUERY},
+)
+def get_similar(item_id: ItemIdPath, services: ServicesDep, k: K = 10) -> SimilarItemsOut:
+    """Items like this one (bought or viewed together, similar description); an item the model
+    does not know gets popular items of its categories."""
+    version, items = services.recommender.similar(item_id, k)
+    return SimilarItemsOut(item_id=item_id, model_version=version, items=_items(items))
 
 
 @router.get(
@@ -65,4 +137,6 @@ def get_item(item_id: ItemIdPath, services: ServicesDep) -> ItemOut:
 )
 def delete_item(item_id: ItemIdPath, services: ServicesDep) -> ItemOut:
     """Hide an item: it is never recommended again, and its history stays."""
-    return services.catalog.hide(item_id)
+    hidden = services.catalog.hide(item_id)
+    services.catalog_index.reload_items([item_id])
+    return hidden

@@ -25,3 +25,28 @@ ITEM_NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "No it
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     """``openapi_extra`` documenting a JSON body that the handler parses itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def error_response(description: str, error: str, detail: str) -> dict[str, Any]:
+    """A documented error answer with an example body."""
+    return {
+        "model": ErrorResponse,
+        "description": description,
+        "content": {"application/json": {"example": {"error": error, "detail": detail}}},
+    }
+
+
+BAD_QUERY: Responses = {
+    422: error_response(
+        "A parameter breaks its rule; `detail` names it.",
+        "ValidationError",
+        "k: Input should be less than or equal to 100",
+    )
+}
+PROFILES_DOWN: Responses = {
+    503: error_response(
+        "Redis (live profiles, stored lists, trending counters) is unreachable.",
+        "ServiceUnavailable",
+        "the profile store (Redis) is unreachable: Connection refused",
+    )
+}

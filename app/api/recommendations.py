@@ -1,0 +1,115 @@
+"""What to show a user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import ServicesDep
+from app.api.responses import AUTH_ERRORS, BAD_QUERY, PROFILES_DOWN, Responses
+from app.auth import RequireRead
+from app.schemas import (
+    ID_MAX,
+    ErrorResponse,
+    Identifier,
+    Label,
+    RecommendationsOut,
+    RecommendedItem,
+    UserIdPath,
+)
+
+router = APIRouter(prefix="/v1/users", tags=["recommendations"])
+
+UNKNOWN_LIST: Responses = {
+    404: {
+        "model": ErrorResponse,
+        "description": "`recommendation_id` is unknown, expired, or was made for another user.",
+        "content": {
+            "application/json": {
+                "example": {
+                    "error": "RecommendationNotFound",
+                    "detail": "recommendation_id 'rec-5f2c' is unknown or expired (lists are "
+                    "kept 1 h); ask again without recommendation_id for a new list",
+                }
+            }
+        },
+    }
+}
+
+K = Annotated[
+    int,
+    Query(ge=1, le=100, description="How many items to return (1-100).", examples=[10]),
+]
+Offset = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=10_000,
+        description="Items of the ranked list to skip. Send the first answer's "
+        "`recommendation_id` along to page through that same list.",
+        examples=[10],
+    ),
+]
+
+
+@router.get(
+    "/{user_id}/recommendations",
+    response_model=RecommendationsOut,
+    dependencies=[RequireRead],
+    responses={**AUTH_ERRORS, **UNKNOWN_LIST, **BAD_QUERY, **PROFILES_DOWN},
+)
+def get_recommendations(
+    user_id: UserIdPath,
+    services: ServicesDep,
+    k: K = 10,
+    offset: Offset = 0,
+    recommendation_id: Annotated[
+        Identifier | None,
+        Query(
+            max_length=1000,
+            description="Page through a list made before (kept for an hour) instead of "
+            "ranking anew; the other filters of that first request still apply.",
+            examples=["rec-5f2c1a9e0b7d4c3a"],
+        ),
+    ] = None,
+    exclude_seen: Annotated[
+        bool, Query(description="Leave out items the user interacted with.", examples=[True])
+    ] = True,
+    categories: Annotated[
+        list[Label] | None,
+        Query(
+            max_length=100,
+            description=f"Only items in any of these categories (repeat the parameter; each "
+            f"1-{ID_MAX} characters).",
+            examples=[["running", "hiking"]],
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[Identifier] | None,
+        Query(
+            max_length=1000,
+            description="Item ids never to return (repeat the parameter), e.g. what the page "
+            "already shows.",
+            examples=[["sku-123"]],
+        ),
+    ] = None,
+) -> RecommendationsOut:
+    """The user's recommendations, reflecting their events up to this moment."""
+    result = services.recommender.recommend(
+        user_id,
+        k=k,
+        offset=offset,
+        recommendation_id=recommendation_id,
+        exclude_seen=exclude_seen,
+        categories=categories or (),
+        exclude=exclude or (),
+    )
+    return RecommendationsOut(
+        recommendation_id=result.recommendation_id,
+        user_id=result.user_id,
+        model_version=result.model_version,
+        items=[
+            RecommendedItem(item_id=s.item_id, score=s.score, reason=s.reason) for s in result.items
+        ],
+    )

@@ -1,0 +1,197 @@
+"""An in-memory index of the catalogue's recommendation rules: which items may be shown, when,
+their titles and categories.
+
+Requests read an immutable :class:`CatalogSnapshot` (one reference read); a refresh builds a
+new snapshot and swaps the reference, so no request sees half an update.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import Item
+from app.db.queries import as_utc, chunks
+
+log = logging.getLogger(__name__)
+
+# Rows written in a transaction that committed after our last read may carry an older
+# updated_at; reading this much further back catches them.
+OVERLAP = timedelta(seconds=60)
+# A full reload now and then, in case a write slipped through the overlap.
+FULL_RELOAD_EVERY = 60
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class ItemRules:
+    item_id: str
+    title: str | None
+    categories: tuple[str, ...]
+    shown: bool  # not hidden and available
+    available_from: float  # epoch seconds; -inf when open
+    available_until: float  # epoch seconds; +inf when open
+
+
+@dataclass(frozen=True, eq=False)
+class CatalogSnapshot:
+    """The catalogue at one moment, as arrays over catalogue positions."""
+
+    generation: int
+    items: list[ItemRules]
+    position: dict[str, int]
+    shown: npt.NDArray[np.bool_]
+    available_from: npt.NDArray[np.float64]
+    available_until: npt.NDArray[np.float64]
+    by_category: dict[str, IntArray]
+
+    @classmethod
+    def build(cls, generation: int, items: Iterable[ItemRules]) -> CatalogSnapshot:
+        rows = sorted(items, key=lambda r: r.item_id)
+        categories: dict[str, list[int]] = defaultdict(list)
+        for position, rules in enumerate(rows):
+            for category in rules.categories:
+                categories[category].append(position)
+        return cls(
+            generation=generation,
+            items=rows,
+            position={r.item_id: i for i, r in enumerate(rows)},
+            shown=np.array([r.shown for r in rows], dtype=bool),
+            available_from=np.array([r.available_from for r in rows], dtype=np.float64),
+            available_until=np.array([r.available_until for r in rows], dtype=np.float64),
+            by_category={
+                name: np.array(positions, dtype=np.int64) for name, positions in categories.items()
+            },
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def eligible(self, now: float) -> npt.NDArray[np.bool_]:
+        """Per catalogue position: may it be recommended at ``now`` (epoch seconds)?"""
+        return self.shown & (self.available_from <= now) & (now < self.available_until)
+
+    def in_categories(self, categories: Sequence[str]) -> npt.NDArray[np.bool_]:
+        mask = np.zeros(len(self.items), dtype=bool)
+        for category in categories:
+            positions = self.by_category.get(category)
+            if positions is not None:
+                mask[positions] = True
+        return mask
+
+    def is_eligible(self, item_id: str, now: float) -> bool:
+        position = self.position.get(item_id)
+        if position is None:
+            return False
+        return bool(
+            self.shown[position]
+            and self.available_from[position] <= now < self.available_until[position]
+        )
+
+
+def _epoch(value: datetime | None, default: float) -> float:
+    return default if value is None else as_utc(value).timestamp()
+
+
+def _rules(row: Any) -> ItemRules:
+    return ItemRules(
+        item_id=row.item_id,
+        title=row.title,
+        categories=tuple(row.categories or ()),
+        shown=bool(row.available) and not bool(row.hidden),
+        available_from=_epoch(row.available_from, -np.inf),
+        available_until=_epoch(row.available_until, np.inf),
+    )
+
+
+_COLUMNS = (
+    Item.item_id,
+    Item.title,
+    Item.categories,
+    Item.available,
+    Item.available_from,
+    Item.available_until,
+    Item.hidden,
+    Item.updated_at,
+)
+
+
+class CatalogIndex:
+    """Keeps a :class:`CatalogSnapshot` current: :meth:`refresh` reads what changed since the
+    last read, :meth:`reload_items` re-reads given items at once (after a write here)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._snapshot: CatalogSnapshot | None = None
+        self._lock = threading.Lock()
+        self._watermark: datetime | None = None
+        self._refreshes = 0
+
+    @property
+    def snapshot(self) -> CatalogSnapshot:
+        """The current snapshot, loading the catalogue on first use."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            self.refresh(full=True)
+            snapshot = self._snapshot
+            assert snapshot is not None
+        return snapshot
+
+    def refresh(self, full: bool = False) -> CatalogSnapshot:
+        """Read items changed since the last refresh (every item when ``full``)."""
+        with self._lock:
+            self._refreshes += 1
+            full = full or self._snapshot is None or self._refreshes % FULL_RELOAD_EVERY == 0
+            query = select(*_COLUMNS)
+            since = None if full or self._watermark is None else self._watermark - OVERLAP
+            if since is not None:
+                query = query.where(Item.updated_at >= since)
+            started = datetime.now(UTC)
+            with self.sessions() as session:
+                rows = session.execute(query).all()
+            changed = [_rules(row) for row in rows]
+            newest = max((as_utc(row.updated_at) for row in rows), default=None)
+            if newest is not None:
+                self._watermark = max(self._watermark or newest, newest)
+            elif self._watermark is None:
+                self._watermark = started
+            return self._merge(changed, replace_all=full)
+
+    def reload_items(self, item_ids: Sequence[str]) -> CatalogSnapshot:
+        """Re-read the given items now, so this process never serves what it just changed."""
+        if self._snapshot is None:
+            return self.refresh(full=True)
+        changed: list[ItemRules] = []
+        # Read under the lock too: a refresh that read older rows cannot merge after us.
+        with self._lock, self.sessions() as session:
+            for chunk in chunks(list(dict.fromkeys(item_ids))):
+                rows = session.execute(select(*_COLUMNS).where(Item.item_id.in_(chunk))).all()
+                changed.extend(_rules(row) for row in rows)
+            return self._merge(changed, replace_all=False)
+
+    def _merge(self, changed: list[ItemRules], replace_all: bool) -> CatalogSnapshot:
+        current = self._snapshot
+        if not replace_all and current is not None and not changed:
+            return current
+        if replace_all or current is None:
+            merged = {r.item_id: r for r in changed}
+        else:
+            merged = {r.item_id: r for r in current.items}
+            if all(merged.get(r.item_id) == r for r in changed):
+                return current
+            merged.update((r.item_id, r) for r in changed)
+        generation = 0 if current is None else current.generation + 1
+        snapshot = CatalogSnapshot.build(generation, merged.values())
+        self._snapshot = snapshot
+        return snapshot

@@ -1,0 +1,274 @@
+"""A trained model as serving holds it: the artifact's arrays plus everything per-request
+scoring would otherwise recompute.
+
+The math mirrors ``training.recommenders`` (``fold_in_user``, ``ContentScorer``,
+``HybridScorer.components``, ``blend_scores``) one user at a time; ``tests/serving`` proves the
+scores equal. Serving may not import that module, hence the copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from training.artifact import ArtifactError, ModelArtifact
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+ValueScheme = Literal["binary", "weighted"]
+COMPONENTS = ("als", "content", "popularity")
+# The order of ``als_float_params`` in the artifact (training.recommenders._FLOAT_FIELDS).
+FLOAT_PARAMS = ("regularization", "alpha", "log_epsilon", "bm25_k1", "bm25_b")
+
+
+def unit_rows(matrix: npt.NDArray[Any]) -> FloatArray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return np.asarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def standardize(scores: npt.ArrayLike) -> FloatArray:
+    """Z-score of a score vector; a constant vector becomes zeros (as training's
+    ``standardize_rows``)."""
+    work = np.asarray(scores, dtype=np.float64)
+    spread = work.std(axis=-1, keepdims=True)
+    centred = work - work.mean(axis=-1, keepdims=True)
+    return np.asarray(centred / np.where(spread > 0, spread, 1.0), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """One user's row of the users x items matrix, in model item indices.
+
+    ``values`` are what training's ``Dataset.matrix`` stores (1 per item for the binary scheme,
+    summed event weights for the weighted one); content scoring uses them as they are, ALS
+    through the model's confidence scheme.
+    """
+
+    items: IntArray
+    values: npt.NDArray[np.float32]
+
+    @property
+    def empty(self) -> bool:
+        return bool(self.items.shape[0] == 0)
+
+
+@dataclass(frozen=True, eq=False)
+class ServingModel:
+    """Everything needed to score any user against every item of one model version.
+
+    Attributes
+    ----------
+    item_factors : ndarray of float32, shape (n_items, n_factors)
+    system : ndarray of float64, shape (n_factors, n_factors)
+        ``Y^T Y + regularization * I``, the part of every fold-in system that no user changes.
+    unit_embeddings : ndarray of float32, shape (n_items, n_dims), or None
+    popularity : ndarray of float32, shape (n_items,)
+    popularity_part : ndarray of float32, shape (n_items,)
+        The popularity component already standardised and weighted: the same for every user.
+    """
+
+    version: str
+    created_at: str
+    item_ids: list[str]
+    index: dict[str, int]
+    item_factors: FloatArray
+    unit_factors: FloatArray
+    system: npt.NDArray[np.float64]
+    alpha: float
+    confidence: Literal["linear", "log"]
+    log_epsilon: float
+    unit_embeddings: FloatArray | None
+    popularity: FloatArray
+    cold: npt.NDArray[np.bool_]
+    weights: dict[str, float]
+    popularity_part: FloatArray
+    value_scheme: ValueScheme
+    event_weights: dict[str, float]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_factors(self) -> int:
+        return int(self.item_factors.shape[1])
+
+    @classmethod
+    def from_artifact(cls, artifact: ModelArtifact) -> ServingModel:
+        """Build from a loaded artifact; :class:`ArtifactError` when serving cannot use it."""
+        artifact.validate()
+        arrays = artifact.arrays
+        name = artifact.version
+        factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+        n_items = factors.shape[0]
+        floats = np.asarray(arrays["als_float_params"], dtype=np.float64).ravel().tolist()
+        if len(floats) != len(FLOAT_PARAMS):
+            raise ArtifactError(f"artifact {name}: als_float_params has {len(floats)} values")
+        params = dict(zip(FLOAT_PARAMS, floats, strict=True))
+        confidence = str(arrays["confidence"]) if "confidence" in arrays else "linear"
+        if confidence not in ("linear", "log"):
+            # bm25 weights depend on the whole training matrix: one live user's row cannot be
+            # weighted as training weighted it, so the scores would not be the evaluated ones.
+            raise ArtifactError(
+                f"artifact {name}: confidence scheme {confidence!r} cannot be folded in one user "
+                "at a time; serving supports linear and log"
+            )
+        blend = np.asarray(arrays["blend_weights"], dtype=np.float64).ravel().tolist()
+        if len(blend) != len(COMPONENTS) or not all(math.isfinite(w) for w in blend):
+            raise ArtifactError(f"artifact {name}: blend_weights must be 3 finite numbers")
+        weights = dict(zip(COMPONENTS, blend, strict=True))
+        embeddings = arrays.get("item_embeddings")
+        if embeddings is None and weights["content"]:
+            raise ArtifactError(f"artifact {name}: a content weight needs item_embeddings")
+        choice = artifact.params.get("choice") or {}
+        scheme = choice.get("values", "binary")
+        if scheme not in ("binary", "weighted"):
+            raise ArtifactError(f"artifact {name}: unknown value scheme {scheme!r}")
+        event_weights = {
+            str(k): float(v) for k, v in (artifact.params.get("event_weights") or {}).items()
+        }
+        if scheme == "weighted" and not event_weights:
+            raise ArtifactError(f"artifact {name}: the weighted scheme needs params.event_weights")
+
+        y64 = factors.astype(np.float64)
+        # Training keeps Y^T Y as float32 (ALSScorer.gram); rounding it the same way makes both
+        # solve the very same system.
+        gram = (y64.T @ y64).astype(np.float32).astype(np.float64)
+        system = gram + params["regularization"] * np.eye(factors.shape[1])
+        popularity = np.asarray(arrays["popularity"], dtype=np.float32)
+        popularity_part = np.zeros(n_items, dtype=np.float32)
+        if weights["popularity"]:
+            popularity_part = weights["popularity"] * standardize(
+                np.log1p(popularity).astype(np.float32)
+            )
+        item_ids = artifact.item_ids
+        return cls(
+            version=artifact.version,
+            created_at=artifact.created_at,
+            item_ids=item_ids,
+            index={item_id: i for i, item_id in enumerate(item_ids)},
+            item_factors=factors,
+            unit_factors=unit_rows(factors),
+            system=system,
+            alpha=params["alpha"],
+            confidence="log" if confidence == "log" else "linear",
+            log_epsilon=params["log_epsilon"],
+            unit_embeddings=None if embeddings is None else unit_rows(embeddings),
+            popularity=popularity,
+            cold=popularity <= 0,
+            weights=weights,
+            popularity_part=popularity_part,
+            value_scheme=scheme,
+            event_weights=event_weights,
+            metrics=dict(artifact.metrics),
+        )
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def fold_in(self, row: UserRow) -> FloatArray:
+        """The user's ALS factors, shape (n_factors,): training's ``fold_in_user``.
+
+        Solves ``(Y^T Y + reg I + sum_i (|c_i| - 1) y_i y_i^T) x = sum_{c_i > 0} c_i y_i`` with
+        ``c_i = alpha * confidence(value_i)``; a negative value is a confident "no".
+        """
+        if row.empty:
+            return np.zeros(self.n_factors, dtype=np.float32)
+        values = row.values.astype(np.float32)
+        if self.confidence == "log":
+            values = np.log1p(values / self.log_epsilon).astype(np.float32)
+        conf = self.alpha * values.astype(np.float64)
+        rows = self.item_factors[row.items].astype(np.float64)
+        weight = np.abs(conf) - 1.0
+        lhs = self.system + (rows * weight[:, None]).T @ rows
+        rhs = np.where(conf > 0, conf, 0.0) @ rows
+        return np.linalg.solve(lhs, rhs).astype(np.float32)
+
+    def content_profile(self, row: UserRow) -> FloatArray | None:
+        """Unit-length sum of the row's item embeddings weighted by its values; None without
+        embeddings."""
+        if self.unit_embeddings is None:
+            return None
+        summed = row.values.astype(np.float32) @ self.unit_embeddings[row.items]
+        return unit_rows(summed)
+
+    def components(self, row: UserRow) -> dict[str, FloatArray]:
+        """Raw ALS and content scores of every item, each of shape (n_items,)."""
+        als = np.asarray(self.fold_in(row) @ self.item_factors.T, dtype=np.float32)
+        # An item nobody interacted with in training has meaningless factors: give it the
+        # user's mean so that content and popularity decide its rank (as HybridScorer does).
+        if self.cold.any() and not self.cold.all():
+            als[self.cold] = als[~self.cold].mean()
+        out = {"als": als}
+        profile = self.content_profile(row)
+        if profile is not None and self.unit_embeddings is not None:
+            out["content"] = np.asarray(profile @ self.unit_embeddings.T, dtype=np.float32)
+        return out
+
+    def score(self, row: UserRow, weights: Mapping[str, float] | None = None) -> FloatArray:
+        """Blended score of every item for one user, shape (n_items,).
+
+        ``weights`` overrides the artifact's blend weights (an experiment variant, later).
+        """
+        use = self.weights if weights is None else {**self.weights, **weights}
+        parts = self.components(row)
+        total: FloatArray | None = None
+        for name in COMPONENTS:
+            weight = use.get(name, 0.0)
+            if not weight:
+                continue
+            if name == "popularity":
+                part = (
+                    self.popularity_part
+                    if weights is None or weight == self.weights["popularity"]
+                    else weight * standardize(np.log1p(self.popularity))
+                )
+            elif name in parts:
+                part = weight * standardize(parts[name])
+            else:
+                continue
+            total = part if total is None else total + part
+        if total is None:
+            return np.zeros(self.n_items, dtype=np.float32)
+        return np.asarray(total, dtype=np.float32)
+
+    # -- item-item ---------------------------------------------------------------------------
+
+    def similar_scores(self, item: int) -> FloatArray:
+        """Every item's similarity to ``item``: z-scored ALS cosine and content cosine,
+        weighted by the model's ALS and content weights; a component the item lacks (no
+        interactions in training, no embedding) is left out."""
+        parts: list[tuple[float, FloatArray]] = []
+        if not self.cold[item] and float(np.abs(self.item_factors[item]).sum()) > 0:
+            cosine = self.unit_factors @ self.unit_factors[item]
+            if self.cold.any() and not self.cold.all():
+                cosine[self.cold] = cosine[~self.cold].mean()
+            parts.append((self.weights["als"], cosine))
+        if self.unit_embeddings is not None:
+            parts.append(
+                (self.weights["content"], self.unit_embeddings @ self.unit_embeddings[item])
+            )
+        if not parts:
+            return np.zeros(self.n_items, dtype=np.float32)
+        if all(weight == 0 for weight, _ in parts):
+            parts = [(1.0, scores) for _, scores in parts]
+        total = np.zeros(self.n_items, dtype=np.float32)
+        for weight, scores in parts:
+            if weight:
+                total += weight * standardize(scores)
+        return total
+
+    def nearest_of(self, candidates: IntArray, anchors: IntArray) -> IntArray:
+        """For every candidate, the position in ``anchors`` of the most similar anchor (by
+        content embedding, else by ALS factors)."""
+        basis = self.unit_embeddings if self.unit_embeddings is not None else self.unit_factors
+        similarity = basis[candidates] @ basis[anchors].T
+        return np.asarray(similarity.argmax(axis=1), dtype=np.int64)

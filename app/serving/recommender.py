@@ -1,0 +1,484 @@
+"""Recommendations for a user, similar items, trending and popular items: the model's scores,
+the catalogue's rules, backfill and explanations.
+
+Order of sources for a user's list: the personal ranking (live profile folded into the model),
+then popular, then trending items, then any other eligible item of the catalogue, so a list has
+``k`` items whenever the catalogue has ``k`` eligible ones. A user without events starts from
+trending items instead.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import redis
+
+from app.config import Settings
+from app.errors import ItemNotFound, NotFound, ServiceUnavailable
+from app.profiles import PREFIX, ProfileSnapshot, ProfileStore, event_weight
+from app.serving.catalog_index import CatalogIndex, CatalogSnapshot
+from app.serving.model import ServingModel, UserRow
+from app.serving.store import ModelHolder
+from app.serving.trending import EventCounts, Ranked, Trending
+
+IntArray = npt.NDArray[np.int64]
+# Recent items a "because you ..." explanation may point to.
+ANCHORS = 20
+VERBS = {
+    "view": "viewed",
+    "click": "viewed",
+    "add_to_cart": "added to your cart",
+    "purchase": "bought",
+    "like": "liked",
+    "rating": "rated",
+}
+TRENDING_REASON = "trending now"
+Candidates = Iterable[tuple[str, float]]
+# A fixed reason, or one made per item: (snapshot, catalogue position, asked categories) -> text.
+Reason = str | Callable[[CatalogSnapshot, int, Sequence[str]], str]
+
+
+class RecommendationNotFound(NotFound):
+    pass
+
+
+@dataclass(frozen=True)
+class Scored:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecommendationList:
+    recommendation_id: str
+    user_id: str
+    model_version: str | None
+    items: list[Scored]
+
+
+@dataclass(frozen=True, eq=False)
+class Alignment:
+    """One model's items on one catalogue snapshot."""
+
+    model: ServingModel
+    snapshot: CatalogSnapshot
+    to_catalog: IntArray  # model index -> catalogue position, -1 when not in the catalogue
+    popular: list[str]  # model items with popularity > 0, most popular first
+
+
+def rec_key(recommendation_id: str) -> str:
+    return f"{PREFIX}:rec:{recommendation_id}"
+
+
+def user_row(model: ServingModel, profile: ProfileSnapshot, half_life: float) -> UserRow:
+    """The user's row of the model's users x items matrix, from the live profile.
+
+    As training's ``Dataset.matrix`` builds rows:
+
+    - ``binary``: 1 for every item the user interacted with, except that an item whose summed
+      weight is negative (disliked) gets -1, a confident "no" to ALS (training counts it as 1);
+    - ``weighted``: the summed event weights (the model's ``event_weights``). Training sums them
+      undecayed. While the profile's recent list holds the user's whole history (at most
+      ``RECSYS_PROFILE_RECENT_MAX`` events) the sums are recomputed exactly from it; beyond that
+      the profile's decayed scores are used, rescaled to the user's last event, so older events
+      weigh less than in training (half-life ``RECSYS_PROFILE_HALF_LIFE_DAYS``).
+
+    Items unknown to the model are left out: ALS and content know nothing about them.
+    """
+    values: dict[str, float]
+    if model.value_scheme == "binary":
+        values = {
+            item: (1.0 if score >= 0 else -1.0) for item, score in profile.item_scores.items()
+        }
+    elif profile.recent and profile.events <= len(profile.recent):
+        values = {}
+        for entry in profile.recent:
+            if entry["type"] not in model.event_weights:
+                continue  # a type the model was trained without: it never saw such events
+            weight = event_weight(entry["type"], entry.get("value"), model.event_weights)
+            values[entry["item_id"]] = values.get(entry["item_id"], 0.0) + weight
+    else:
+        factor = 1.0
+        if profile.last_event_at is not None:
+            age = (profile.as_of - profile.last_event_at).total_seconds()
+            factor = 2.0 ** (max(age, 0.0) / half_life)
+        values = {item: score * factor for item, score in profile.item_scores.items()}
+    pairs = sorted(
+        (model.index[item], value) for item, value in values.items() if item in model.index
+    )
+    return UserRow(
+        items=np.array([i for i, _ in pairs], dtype=np.int64),
+        values=np.array([v for _, v in pairs], dtype=np.float32),
+    )
+
+
+class Recommender:
+    """Answers every read of the serving API."""
+
+    def __init__(
+        self,
+        models: ModelHolder,
+        catalog: CatalogIndex,
+        profiles: ProfileStore,
+        trending: Trending,
+        counts: EventCounts,
+        client: redis.Redis,
+        settings: Settings,
+    ) -> None:
+        self.models = models
+        self.catalog = catalog
+        self.profiles = profiles
+        self.trending = trending
+        self.counts = counts
+        self.client = client
+        self.settings = settings
+        self._alignment: Alignment | None = None
+
+    # -- per model and catalogue -------------------------------------------------------------
+
+    def alignment(self, model: ServingModel, snapshot: CatalogSnapshot) -> Alignment:
+        cached = self._alignment
+        if cached is not None and cached.model is model and cached.snapshot is snapshot:
+            return cached
+        to_catalog = np.array(
+            [snapshot.position.get(item_id, -1) for item_id in model.item_ids], dtype=np.int64
+        )
+        order = np.lexsort((np.arange(model.n_items), -model.popularity))
+        popular = [model.item_ids[i] for i in order if model.popularity[i] > 0]
+        built = Alignment(model, snapshot, to_catalog, popular)
+        self._alignment = built
+        return built
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        offset: int = 0,
+        recommendation_id: str | None = None,
+        exclude_seen: bool = True,
+        categories: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        weights: dict[str, float] | None = None,
+    ) -> RecommendationList:
+        """A page of the user's ranked list; a new list unless ``recommendation_id`` names one."""
+        now = datetime.now(UTC)
+        snapshot = self.catalog.snapshot
+        if recommendation_id is not None:
+            return self._page(recommendation_id, user_id, k, offset, exclude, snapshot, now)
+        model = self.models.current
+        profile = self._profile(user_id, now)
+        size = max(self.settings.recommendation_list_size, offset + k)
+        allowed = snapshot.eligible(now.timestamp())
+        if categories:
+            allowed &= snapshot.in_categories(categories)
+        blocked = set(exclude)
+        if exclude_seen:
+            blocked.update(profile.item_scores)
+        for item_id in blocked:
+            position = snapshot.position.get(item_id)
+            if position is not None:
+                allowed[position] = False
+
+        ranked: list[Scored] = []
+        if model is not None:
+            row = user_row(model, profile, self.settings.profile_half_life_seconds)
+            if not row.empty:
+                ranked = self._personal(model, snapshot, allowed, row, profile, size, weights)
+        taken = {entry.item_id for entry in ranked}
+        popular = self._popular_source(model, snapshot)
+        if profile.events == 0:
+            sources = [self._trending_source(), popular]
+        else:
+            sources = [popular, self._trending_source()]
+        for source, reason in sources:
+            if len(ranked) >= size:
+                break
+            ranked.extend(
+                self._backfill(
+                    source, reason, snapshot, allowed, taken, size - len(ranked), categories
+                )
+            )
+        if len(ranked) < size:
+            rest = ((snapshot.items[p].item_id, 0.0) for p in np.flatnonzero(allowed))
+            ranked.extend(
+                self._backfill(
+                    rest,
+                    self._in_category,
+                    snapshot,
+                    allowed,
+                    taken,
+                    size - len(ranked),
+                    categories,
+                )
+            )
+        version = None if model is None else model.version
+        recommendation_id = "rec-" + secrets.token_hex(8)
+        self._store(recommendation_id, user_id, version, ranked)
+        return RecommendationList(recommendation_id, user_id, version, ranked[offset : offset + k])
+
+    def _profile(self, user_id: str, now: datetime) -> ProfileSnapshot:
+        try:
+            return self.profiles.read(user_id, now=now)
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
+
+    def _personal(
+        self,
+        model: ServingModel,
+        snapshot: CatalogSnapshot,
+        allowed: npt.NDArray[np.bool_],
+        row: UserRow,
+        profile: ProfileSnapshot,
+        size: int,
+        weights: dict[str, float] | None,
+    ) -> list[Scored]:
+        align = self.alignment(model, snapshot)
+        scores = model.score(row, weights)
+        in_catalog = align.to_catalog >= 0
+        ok = np.zeros(model.n_items, dtype=bool)
+        ok[in_catalog] = allowed[align.to_catalog[in_catalog]]
+        candidates = np.flatnonzero(ok)
+        if candidates.size > size:
+            part = np.argpartition(-scores[candidates], size - 1)[:size]
+            candidates = candidates[part]
+        order = np.lexsort((candidates, -scores[candidates]))
+        chosen = candidates[order]
+        reasons = self._because(model, snapshot, profile, chosen)
+        return [
+            Scored(model.item_ids[i], float(scores[i]), reason)
+            for i, reason in zip(chosen.tolist(), reasons, strict=True)
+        ]
+
+    def _because(
+        self,
+        model: ServingModel,
+        snapshot: CatalogSnapshot,
+        profile: ProfileSnapshot,
+        chosen: IntArray,
+    ) -> list[str]:
+        """'because you viewed <title>', naming the user's recent item most like each one."""
+        anchors: dict[int, str] = {}
+        for entry in profile.recent:
+            index = model.index.get(entry["item_id"])
+            if index is None or index in anchors or entry["type"] == "dislike":
+                continue
+            if profile.item_scores.get(entry["item_id"], 0.0) < 0:
+                continue
+            anchors[index] = entry["type"]
+            if len(anchors) == ANCHORS:
+                break
+        if not anchors or chosen.size == 0:
+            return ["recommended for you"] * int(chosen.size)
+        anchor_idx = np.array(list(anchors), dtype=np.int64)
+        nearest = model.nearest_of(chosen, anchor_idx)
+        out = []
+        for position in nearest.tolist():
+            index = int(anchor_idx[position])
+            verb = VERBS.get(anchors[index], "viewed")
+            out.append(f"because you {verb} {self._title(snapshot, model.item_ids[index])}")
+        return out
+
+    @staticmethod
+    def _title(snapshot: CatalogSnapshot, item_id: str) -> str:
+        position = snapshot.position.get(item_id)
+        title = None if position is None else snapshot.items[position].title
+        return title or item_id
+
+    def _popular_source(
+        self, model: ServingModel | None, snapshot: CatalogSnapshot
+    ) -> tuple[Candidates, Reason]:
+        if model is not None:
+            align = self.alignment(model, snapshot)
+            pop = model.popularity
+            index = model.index
+            return ((i, float(pop[index[i]])) for i in align.popular), self._popular_in
+        return iter(self.counts.ranked()), self._popular_in
+
+    def _trending_source(self) -> tuple[Candidates, Reason]:
+        try:
+            ranked = self.trending.ranked()
+        except redis.RedisError:
+            ranked = []
+        return iter(ranked), TRENDING_REASON
+
+    def _popular_in(
+        self, snapshot: CatalogSnapshot, position: int, categories: Sequence[str]
+    ) -> str:
+        category = self._category(snapshot, position, categories)
+        return f"popular in {category}" if category else "popular right now"
+
+    def _in_category(
+        self, snapshot: CatalogSnapshot, position: int, categories: Sequence[str]
+    ) -> str:
+        category = self._category(snapshot, position, categories)
+        return f"more in {category}" if category else "from our catalogue"
+
+    @staticmethod
+    def _category(
+        snapshot: CatalogSnapshot, position: int, categories: Sequence[str]
+    ) -> str | None:
+        own = snapshot.items[position].categories
+        for category in own:
+            if not categories or category in categories:
+                return category
+        return None
+
+    def _backfill(
+        self,
+        source: Candidates,
+        reason: Reason,
+        snapshot: CatalogSnapshot,
+        allowed: npt.NDArray[np.bool_],
+        taken: set[str],
+        wanted: int,
+        categories: Sequence[str],
+    ) -> list[Scored]:
+        out: list[Scored] = []
+        if wanted <= 0:
+            return out
+        for item_id, score in source:
+            position = snapshot.position.get(item_id)
+            if position is None or not allowed[position] or item_id in taken:
+                continue
+            taken.add(item_id)
+            text = reason if isinstance(reason, str) else reason(snapshot, position, categories)
+            out.append(Scored(item_id, score, text))
+            if len(out) >= wanted:
+                break
+        return out
+
+    # -- paging --------------------------------------------------------------------------------
+
+    def _store(
+        self, recommendation_id: str, user_id: str, version: str | None, ranked: list[Scored]
+    ) -> None:
+        payload = orjson.dumps(
+            {
+                "user_id": user_id,
+                "model_version": version,
+                "items": [[s.item_id, s.score, s.reason] for s in ranked],
+            }
+        )
+        try:
+            self.client.set(
+                rec_key(recommendation_id), payload, ex=self.settings.recommendation_ttl_seconds
+            )
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
+
+    def _page(
+        self,
+        recommendation_id: str,
+        user_id: str,
+        k: int,
+        offset: int,
+        exclude: Sequence[str],
+        snapshot: CatalogSnapshot,
+        now: datetime,
+    ) -> RecommendationList:
+        """A page of a stored list: positions never shift, but an item that became hidden,
+        unavailable or excluded since is left out of its page."""
+        try:
+            raw = self.client.get(rec_key(recommendation_id))
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
+        ttl_hours = self.settings.recommendation_ttl_seconds / 3600
+        if raw is None:
+            raise RecommendationNotFound(
+                f"recommendation_id {recommendation_id!r} is unknown or expired (lists are kept "
+                f"{ttl_hours:g} h); ask again without recommendation_id for a new list"
+            )
+        stored = orjson.loads(raw)
+        if stored["user_id"] != user_id:
+            raise RecommendationNotFound(
+                f"recommendation_id {recommendation_id!r} was not made for user {user_id!r}"
+            )
+        blocked = set(exclude)
+        clock = now.timestamp()
+        items = [
+            Scored(item_id, score, reason)
+            for item_id, score, reason in stored["items"][offset : offset + k]
+            if item_id not in blocked and snapshot.is_eligible(item_id, clock)
+        ]
+        return RecommendationList(recommendation_id, user_id, stored["model_version"], items)
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def similar(self, item_id: str, k: int) -> tuple[str | None, list[Scored]]:
+        """Items like ``item_id``: the model's item-item similarity, else popular items of its
+        categories, else popular items."""
+        now = datetime.now(UTC).timestamp()
+        snapshot = self.catalog.snapshot
+        position = snapshot.position.get(item_id)
+        model = self.models.current
+        if position is None and (model is None or item_id not in model.index):
+            self.catalog.reload_items([item_id])
+            snapshot = self.catalog.snapshot
+            position = snapshot.position.get(item_id)
+            if position is None:
+                raise ItemNotFound(f"item {item_id!r} does not exist")
+        allowed = snapshot.eligible(now)
+        if position is not None:
+            allowed[position] = False
+        out: list[Scored] = []
+        taken = {item_id}
+        if model is not None and item_id in model.index:
+            align = self.alignment(model, snapshot)
+            scores = model.similar_scores(model.index[item_id])
+            in_catalog = align.to_catalog >= 0
+            ok = np.zeros(model.n_items, dtype=bool)
+            ok[in_catalog] = allowed[align.to_catalog[in_catalog]]
+            candidates = np.flatnonzero(ok)
+            if candidates.size > k:
+                candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+            chosen = candidates[np.lexsort((candidates, -scores[candidates]))]
+            reason = f"similar to {self._title(snapshot, item_id)}"
+            out = [Scored(model.item_ids[i], float(scores[i]), reason) for i in chosen.tolist()]
+            taken.update(s.item_id for s in out)
+        if len(out) < k:
+            own = () if position is None else snapshot.items[position].categories
+            source, reason_fn = self._popular_source(model, snapshot)
+            ranked = list(source)
+            if own:
+                in_own = allowed & snapshot.in_categories(own)
+                out.extend(
+                    self._backfill(ranked, reason_fn, snapshot, in_own, taken, k - len(out), own)
+                )
+            out.extend(
+                self._backfill(ranked, reason_fn, snapshot, allowed, taken, k - len(out), ())
+            )
+        return (None if model is None else model.version), out
+
+    def trending_items(self, k: int, category: str | None = None) -> list[Scored]:
+        snapshot = self.catalog.snapshot
+        allowed = self._allowed(snapshot, category)
+        try:
+            ranked: Ranked = self.trending.ranked()
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
+        return self._backfill(ranked, TRENDING_REASON, snapshot, allowed, set(), k, ())
+
+    def popular_items(self, k: int, category: str | None = None) -> tuple[str | None, list[Scored]]:
+        snapshot = self.catalog.snapshot
+        allowed = self._allowed(snapshot, category)
+        model = self.models.current
+        source, reason = self._popular_source(model, snapshot)
+        cats = () if category is None else (category,)
+        items = self._backfill(source, reason, snapshot, allowed, set(), k, cats)
+        return (None if model is None else model.version), items
+
+    @staticmethod
+    def _allowed(snapshot: CatalogSnapshot, category: str | None) -> npt.NDArray[np.bool_]:
+        allowed = snapshot.eligible(datetime.now(UTC).timestamp())
+        if category is not None:
+            allowed &= snapshot.in_categories([category])
+        return allowed
