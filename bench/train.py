@@ -293,7 +293,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     print(json.dumps(result, indent=2))
-    (RESULTS / f"train-{result['database']}.json").write_text(json.dumps(result, indent=2))
+    name = "postgresql" if url.startswith("postgresql") else "sqlite"
+    (RESULTS / f"train-{name}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +23,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
+from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
 from app.services import Services
 from training import demo
 from training.data import count_events, load_interactions
@@ -54,6 +57,24 @@ cli.add_typer(models_cli, name="models")
 console = Console(stderr=True)
 # Reports are tables: keep them whole when the output goes to a file or a pipe.
 out = Console() if sys.stdout.isatty() else Console(width=140)
+
+
+@dataclass
+class Database:
+    """The migrated database alone: training, evaluation and the registry need no Redis."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+
+@contextmanager
+def open_database() -> Iterator[Database]:
+    engine = create_db_engine(get_settings().sqlalchemy_url)
+    try:
+        upgrade_schema(engine)
+        yield Database(engine, make_sessionmaker(engine))
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -169,7 +190,7 @@ def train(
     holdout_percent: Annotated[
         float, typer.Option(min=0, max=50, help="Share of (user, item) pairs never trained on.")
     ] = 10.0,
-    eval_users: Annotated[int, typer.Option(min=1, help="Users scored for the gate.")] = 2_000,
+    eval_users: Annotated[int, typer.Option(min=1, help="Users scored for the gate.")] = 1_000,
     margin: Annotated[
         float, typer.Option(min=0, help="Relative improvement needed to replace the active one.")
     ] = 0.0,
@@ -189,10 +210,10 @@ def train(
         }.items()
         if value is not None
     }
-    with open_services() as services:
+    with open_database() as db:
         base = None
         if overrides:
-            active = Registry(services.sessions).active()
+            active = Registry(db.sessions).active()
             base = (
                 ModelChoice.from_dict(active.params["choice"])
                 if active is not None and "choice" in active.params
@@ -224,8 +245,8 @@ def train(
 
             try:
                 result = run_training(
-                    services.engine,
-                    services.sessions,
+                    db.engine,
+                    db.sessions,
                     dict(settings.event_weights),
                     settings.model_dir,
                     options,
@@ -278,21 +299,21 @@ def evaluate(
         console.print("[red]--split must be 'protocol' or 'temporal'[/]")
         raise typer.Exit(2)
     settings = get_settings()
-    with open_services() as services:
-        items = load_item_table(services.engine)
-        total = count_events(services.engine)
+    with open_database() as db:
+        items = load_item_table(db.engine)
+        total = count_events(db.engine)
         if total == 0:
             console.print("[red]no events are stored: nothing to evaluate[/]")
             raise typer.Exit(1)
         with progress_bar("rows") as progress:
             task = progress.add_task("read events", total=total, rate="")
             inter = load_interactions(
-                services.engine,
+                db.engine,
                 settings.event_weights,
                 item_ids=items.ids,
                 progress=lambda done: _set(progress, task, done, "rows"),
             )
-        active = Registry(services.sessions).active()
+        active = Registry(db.sessions).active()
     dataset = Dataset(inter, items, seed=seed)
     chosen = make_split(dataset, "protocol" if split == "protocol" else "temporal", last_n)
     choice = (
@@ -377,8 +398,8 @@ def _set(progress: Progress, task: TaskID, done: int, unit: str) -> None:
 @models_cli.command("list")
 def models_list() -> None:
     """Every model version, newest last, with its status and offline metrics."""
-    with open_services() as services:
-        versions = Registry(services.sessions).all()
+    with open_database() as db:
+        versions = Registry(db.sessions).all()
     if not versions:
         out.print("no model versions yet: run `python -m training train`")
         return
@@ -409,9 +430,9 @@ def models_promote(
     version: Annotated[str, typer.Argument(help="The version to make active.")],
 ) -> None:
     """Make a version active (by hand, without the gate); the active one is retired."""
-    with open_services() as services:
+    with open_database() as db:
         try:
-            previous = Registry(services.sessions).promote(version)
+            previous = Registry(db.sessions).promote(version)
         except RegistryError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
@@ -422,9 +443,9 @@ def models_promote(
 @models_cli.command("rollback")
 def models_rollback() -> None:
     """Re-activate the version that the active one replaced."""
-    with open_services() as services:
+    with open_database() as db:
         try:
-            restored, retired = Registry(services.sessions).rollback()
+            restored, retired = Registry(db.sessions).rollback()
         except RegistryError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None

@@ -126,20 +126,25 @@ class Dataset:
     def shape(self) -> tuple[int, int]:
         return self.interactions.n_users, self.interactions.n_items
 
-    def values(self, rows: IntArray, scheme: ValueScheme) -> npt.NDArray[np.float64] | None:
-        if scheme == "binary":
-            return None
-        # Negative feedback stays negative; implicit treats it as a confident "no".
-        return self.interactions.weights[rows]
-
     def matrix(self, rows: IntArray, scheme: ValueScheme = "binary") -> sp.csr_matrix:
-        """Users x items of the given event rows; repeated pairs count once when binary."""
+        """Users x items of the given event rows.
+
+        ``weighted``: the sum of the events' signed weights. ``binary``: 1 per pair, or -1 when
+        the pair's weights sum below zero (a dislike outweighing the rest), as serving does.
+        """
         inter = self.interactions
         matrix = interactions_to_csr(
-            inter.users[rows], inter.items[rows], self.values(rows, scheme), self.shape
+            inter.users[rows], inter.items[rows], inter.weights[rows], self.shape
         )
         if scheme == "binary":
-            matrix.data[:] = 1.0
+            matrix.data = np.where(matrix.data < 0, -1.0, 1.0)
+        return matrix
+
+    def relevant(self, rows: IntArray) -> sp.csr_matrix:
+        """Held-out pairs a user liked on balance (binary relevance; dislikes are not hits)."""
+        matrix = self.matrix(rows, "binary")
+        matrix.data = np.where(matrix.data > 0, 1.0, 0.0)
+        matrix.eliminate_zeros()
         return matrix
 
     def content(self) -> ContentScorer:
@@ -260,7 +265,7 @@ def tune(
     inter = dataset.interactions
     inner = carve_validation(inter.items[train_rows], ratio=0.75, seed=dataset.seed)
     fit_rows, valid_rows = train_rows[inner.train], train_rows[inner.test]
-    valid = dataset.matrix(valid_rows)
+    valid = dataset.relevant(valid_rows)
     starts = [ALSParams(random_state=dataset.seed)]
     if start is not None:
         starts.insert(0, start.als)
@@ -380,7 +385,7 @@ def compare_with(
 ) -> dict[str, ModelResult]:
     """Like :func:`compare_models`, with an ALS model already fitted."""
     history = dataset.matrix(split.train, choice.values)
-    relevant = dataset.matrix(split.test)
+    relevant = dataset.relevant(split.test)
     counts = np.asarray(dataset.matrix(split.train).sum(axis=0), dtype=np.float64).ravel()
     models: dict[str, Scorer] = {
         "popularity": PopularityScorer(dataset.popularity(split.train, None)),

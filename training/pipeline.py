@@ -53,7 +53,7 @@ class TrainOptions:
     trials: int = 20
     time_budget: float | None = None
     holdout_percent: float = 10.0
-    eval_users: int = 2_000
+    eval_users: int = 1_000
     margin: float = 0.0
     force: bool = False
     seed: int = 42
@@ -225,7 +225,7 @@ def train(
         model.popularity,
         model.weights,
     )
-    relevant = dataset.matrix(holdout_rows)
+    relevant = dataset.relevant(holdout_rows)
     rng = np.random.default_rng(options.seed)
     candidates = np.flatnonzero(np.diff(relevant.indptr) > 0)
     users = np.sort(

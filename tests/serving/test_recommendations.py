@@ -68,7 +68,7 @@ def test_profile_rows_are_the_training_matrix_rows(
     served: Served, services: Services, shop: demo.DemoData
 ) -> None:
     """The fold-in input built from a live Redis profile is the user's row of training's
-    Dataset.matrix: binary presence, and the summed event weights for the weighted scheme
+    Dataset.matrix: binary presence (-1 for a net dislike), and the summed event weights for the weighted scheme
     (exact while the profile's recent list holds the whole history)."""
     _, result = served
     artifact = ModelArtifact.load(result.path)
@@ -95,9 +95,6 @@ def test_profile_rows_are_the_training_matrix_rows(
                 )
             )
             got = dict(zip(row.items.tolist(), row.values.tolist(), strict=True))
-            if scheme == "binary":
-                # Serving sends a net dislike to ALS as -1 (a confident "no"); training as 1.
-                got = {i: abs(v) for i, v in got.items()}
             assert got.keys() == expected.keys(), user_id
             np.testing.assert_allclose(
                 [got[i] for i in sorted(got)], [expected[i] for i in sorted(got)], rtol=1e-5
