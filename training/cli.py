@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
-from app.services import Services
 from training import demo
 from training.data import count_events, load_interactions
 from training.data import load_items as load_item_table
@@ -42,10 +41,13 @@ from training.evaluation import (
     summarise_folds,
 )
 from training.evaluation import tune as run_tuning
-from training.loading import LoadReport, MovieLensFolder, load_events, load_items
 from training.pipeline import TrainingError, TrainOptions
 from training.pipeline import train as run_training
 from training.registry import Registry, RegistryError
+
+if TYPE_CHECKING:
+    from app.services import Services
+    from training.loading import LoadReport
 
 cli = typer.Typer(
     help="Offline training for the recommendation service.",
@@ -79,6 +81,9 @@ def open_database() -> Iterator[Database]:
 
 @contextmanager
 def open_services() -> Iterator[Services]:
+    # Imported here: the API stack costs import time that train and evaluate do not need.
+    from app.services import Services
+
     """Database (migrated) and Redis of the configured service, for one command."""
     services = Services.create(get_settings(), migrate=True)
     try:
@@ -130,6 +135,8 @@ def demo_data(
 ) -> None:
     """Generate a synthetic shop (users with tastes, items, events) and load it through the API's
     ingestion path. Re-running with the same seed adds nothing (events are idempotent)."""
+    from training.loading import load_events, load_items
+
     spec = demo.DemoSpec(users=users, items=items, events=events, days=days, seed=seed)
     data = demo.generate(spec)
     with open_services() as services, progress_bar("rows") as progress:
@@ -154,6 +161,8 @@ def import_movielens(
 ) -> None:
     """Load a MovieLens data set (movies as items, ratings as `rating` events) through the API's
     ingestion path. Re-importing adds nothing."""
+    from training.loading import MovieLensFolder, load_events, load_items
+
     try:
         source = MovieLensFolder(folder)
     except FileNotFoundError as exc:
