@@ -143,7 +143,11 @@ class ProfileRebuilder:
         finally:
             client.delete(REBUILD_LOCK_KEY)
         if rebuilt:
-            log.warning("Redis had lost its data: rebuilt %d profiles from the database", rebuilt)
+            log.warning(
+                "Redis held no complete set of live profiles (first start on this Redis, or its "
+                "data was lost): rebuilt %d profiles from the database",
+                rebuilt,
+            )
         return rebuilt
 
     def count_users(self) -> int:
