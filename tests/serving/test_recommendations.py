@@ -68,8 +68,8 @@ def test_profile_rows_are_the_training_matrix_rows(
     served: Served, services: Services, shop: demo.DemoData
 ) -> None:
     """The fold-in input built from a live Redis profile is the user's row of training's
-    Dataset.matrix: binary presence (-1 for a net dislike), and the summed event weights for the weighted scheme
-    (exact while the profile's recent list holds the whole history)."""
+    Dataset.matrix: binary presence (-1 for a net dislike), and the summed event weights for
+    the weighted scheme (exact while the profile's recent list holds the whole history)."""
     _, result = served
     artifact = ModelArtifact.load(result.path)
     model = ServingModel.from_artifact(artifact)
