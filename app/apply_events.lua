@@ -1,21 +1,19 @@
--- Apply one user's new events to their live profile, atomically.
+-- Apply users' new events to their live profiles, atomically.
 --
--- KEYS: recent (zset), items (hash), categories (hash), counts (hash), meta (hash);
---       all share the user's hash tag, so this runs on Redis Cluster too.
--- ARGV: half_life_seconds, recent_cap, n_events, then per event:
---       item_id, type, weight, epoch_seconds, recent_member, n_categories, category...
+-- KEYS: per user, five keys: recent (zset), items (hash), categories (hash), counts (hash),
+--       meta (hash). One user's keys share the user's hash tag, so a call for one user runs on
+--       Redis Cluster too; a call for several users needs a standalone Redis.
+-- ARGV: half_life_seconds, recent_cap, then one JSON array with, per user (in KEYS order), the
+--       array of that user's events, each [item_id, type, weight, epoch_seconds, recent_member,
+--       [category, ...]].
 --
 -- Decayed scores are stored relative to an anchor time: score * 2^((t - anchor) / half_life).
 -- Reading multiplies by 2^((anchor - now) / half_life). When a new event would push the
 -- exponent past 64 the stored values are rescaled and the anchor moves, which keeps the
 -- numbers finite for any time span without touching every field on every event.
-local recent, items, cats, counts, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local half_life = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-
-local anchor = tonumber(redis.call('HGET', meta, 'anchor'))
-local last = tonumber(redis.call('HGET', meta, 'last_event_at'))
+local users = cjson.decode(ARGV[3])
 
 local function rescale(key, factor)
   local flat = redis.call('HGETALL', key)
@@ -24,42 +22,56 @@ local function rescale(key, factor)
   end
 end
 
-local pos = 4
-for _ = 1, n do
-  local item = ARGV[pos]
-  local etype = ARGV[pos + 1]
-  local weight = tonumber(ARGV[pos + 2])
-  local ts = tonumber(ARGV[pos + 3])
-  local member = ARGV[pos + 4]
-  local ncats = tonumber(ARGV[pos + 5])
+local function apply(recent, items, cats, counts, meta, events)
+  local state = redis.call('HMGET', meta, 'anchor', 'last_event_at', 'events')
+  local anchor = tonumber(state[1])
+  local last = tonumber(state[2])
+  local count = string.format('%d', (tonumber(state[3]) or 0) + #events)
+  local anchor_moved = false
 
-  if anchor == nil then
-    anchor = ts
-    redis.call('HSET', meta, 'anchor', string.format('%.17g', anchor))
+  for i = 1, #events do
+    local event = events[i]
+    local item, etype, weight, ts, member, categories =
+      event[1], event[2], event[3], event[4], event[5], event[6]
+
+    if anchor == nil then
+      anchor = ts
+      anchor_moved = true
+    end
+    local exponent = (ts - anchor) / half_life
+    if exponent > 64 then
+      local factor = 2 ^ (-exponent)
+      rescale(items, factor)
+      rescale(cats, factor)
+      anchor = ts
+      exponent = 0
+      anchor_moved = true
+    end
+    local contribution = string.format('%.17g', weight * 2 ^ exponent)
+    redis.call('HINCRBYFLOAT', items, item, contribution)
+    for c = 1, #categories do
+      redis.call('HINCRBYFLOAT', cats, categories[c], contribution)
+    end
+    redis.call('HINCRBY', counts, etype, 1)
+    redis.call('ZADD', recent, ts, member)
+    if last == nil or ts > last then
+      last = ts
+    end
   end
-  local exponent = (ts - anchor) / half_life
-  if exponent > 64 then
-    local factor = 2 ^ (-exponent)
-    rescale(items, factor)
-    rescale(cats, factor)
-    anchor = ts
-    exponent = 0
-    redis.call('HSET', meta, 'anchor', string.format('%.17g', anchor))
+
+  redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
+  if anchor_moved then
+    redis.call('HSET', meta, 'anchor', string.format('%.17g', anchor),
+      'last_event_at', string.format('%.17g', last), 'events', count)
+  else
+    redis.call('HSET', meta, 'last_event_at', string.format('%.17g', last), 'events', count)
   end
-  local contribution = weight * 2 ^ exponent
-  redis.call('HINCRBYFLOAT', items, item, string.format('%.17g', contribution))
-  for c = 1, ncats do
-    redis.call('HINCRBYFLOAT', cats, ARGV[pos + 5 + c], string.format('%.17g', contribution))
-  end
-  redis.call('HINCRBY', counts, etype, 1)
-  redis.call('ZADD', recent, ts, member)
-  if last == nil or ts > last then
-    last = ts
-  end
-  pos = pos + 6 + ncats
+  return #events
 end
 
-redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
-redis.call('HSET', meta, 'last_event_at', string.format('%.17g', last))
-redis.call('HINCRBY', meta, 'events', n)
-return n
+local applied = 0
+for u = 1, #users do
+  local k = (u - 1) * 5
+  applied = applied + apply(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], users[u])
+end
+return applied

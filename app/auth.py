@@ -4,7 +4,7 @@ logged."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,10 +31,13 @@ def scopes_for_key(keys: Mapping[str, frozenset[Scope]], presented: str) -> froz
     return found
 
 
-def require_scope(scope: Scope) -> Callable[..., None]:
+def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
     """A dependency that lets a request through only with a key holding ``scope``."""
 
-    def check(request: Request, api_key: Annotated[str | None, Depends(api_key_header)]) -> None:
+    async def check(
+        request: Request, api_key: Annotated[str | None, Depends(api_key_header)]
+    ) -> None:
+        # async: pure computation, so no threadpool hand-off per request.
         settings = request.app.state.services.settings
         if not settings.auth_enabled:
             return

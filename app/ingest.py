@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db.engine import session_scope
 from app.db.queries import (
+    EventRow,
     clear_pending_batches,
     insert_new_events,
     insert_stub_items,
@@ -137,16 +138,14 @@ class EventIngestor:
         """Store valid events exactly once and update the live profiles of the new ones."""
         now = now or datetime.now(UTC)
         latest_allowed = now + timedelta(seconds=self.settings.max_future_seconds)
-        # Results are built from already validated values: ``model_construct`` skips validation.
-        result = EventResult.model_construct
         results: dict[int, EventResult] = {}
-        rows: list[dict[str, Any]] = []
+        rows: list[EventRow] = []
         row_index: dict[str, int] = {}
         for index, event in events:
             event_id = event.event_id or str(uuid.uuid4())
             occurred_at = event.timestamp or now
             if occurred_at > latest_allowed:
-                results[index] = result(
+                results[index] = EventResult(
                     index=index,
                     event_id=event_id,
                     status="rejected",
@@ -155,55 +154,49 @@ class EventIngestor:
                 )
                 continue
             if event_id in row_index:
-                results[index] = result(
-                    index=index, event_id=event_id, status="duplicate", error=None
-                )
+                results[index] = EventResult(index=index, event_id=event_id, status="duplicate")
                 continue
             row_index[event_id] = index
             rows.append(
-                {
-                    "event_id": event_id,
-                    "user_id": event.user_id,
-                    "item_id": event.item_id,
-                    "type": event.type,
-                    "value": event.value,
-                    "occurred_at": occurred_at,
-                    "received_at": now,
-                    "recommendation_id": event.recommendation_id,
-                    "context": event.context,
-                }
+                EventRow(
+                    event_id=event_id,
+                    user_id=event.user_id,
+                    item_id=event.item_id,
+                    type=event.type,
+                    value=event.value,
+                    occurred_at=occurred_at,
+                    received_at=now,
+                    recommendation_id=event.recommendation_id,
+                    context=event.context,
+                )
             )
 
         stored, categories, unknown, batch_id = self._store(rows, now)
         new_events: list[ProfileEvent] = []
         for row in rows:
-            index = row_index[row["event_id"]]
-            if row["item_id"] in unknown:
-                results[index] = result(
+            index = row_index[row.event_id]
+            if row.item_id in unknown:
+                results[index] = EventResult(
                     index=index,
-                    event_id=row["event_id"],
+                    event_id=row.event_id,
                     status="rejected",
-                    error=f"item_id: unknown item {row['item_id']!r}; add it to the catalogue "
+                    error=f"item_id: unknown item {row.item_id!r}; add it to the catalogue "
                     "first (PUT /v1/items/{item_id})",
                 )
-            elif row["event_id"] in stored:
-                results[index] = result(
-                    index=index, event_id=row["event_id"], status="accepted", error=None
-                )
+            elif row.event_id in stored:
+                results[index] = EventResult(index=index, event_id=row.event_id, status="accepted")
                 new_events.append(
                     ProfileEvent(
-                        event_id=row["event_id"],
-                        user_id=row["user_id"],
-                        item_id=row["item_id"],
-                        type=row["type"],
-                        value=row["value"],
-                        occurred_at=row["occurred_at"],
+                        event_id=row.event_id,
+                        user_id=row.user_id,
+                        item_id=row.item_id,
+                        type=row.type,
+                        value=row.value,
+                        occurred_at=row.occurred_at,
                     )
                 )
             else:
-                results[index] = result(
-                    index=index, event_id=row["event_id"], status="duplicate", error=None
-                )
+                results[index] = EventResult(index=index, event_id=row.event_id, status="duplicate")
 
         profile = self._apply(new_events, categories, batch_id, now)
 
@@ -222,21 +215,21 @@ class EventIngestor:
         return outcome
 
     def _store(
-        self, rows: list[dict[str, Any]], now: datetime
+        self, rows: list[EventRow], now: datetime
     ) -> tuple[set[str], dict[str, list[str]], set[str], str]:
         batch_id = str(uuid.uuid4())
         if not rows:
             return set(), {}, set(), batch_id
-        item_ids = list(dict.fromkeys(row["item_id"] for row in rows))
         stub_unknown = self.settings.unknown_items == "stub"
         if self._engine.dialect.name == "postgresql":
             # One statement in its own transaction: no BEGIN/COMMIT round trips, and the answer
             # comes back only once the commit is durable.
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 stored, categories, unknown = store_events_postgresql(
-                    conn, rows, item_ids, batch_id, now, stub_unknown
+                    conn, rows, batch_id, now, stub_unknown
                 )
             return stored, categories, unknown, batch_id
+        item_ids = list(dict.fromkeys(row.item_id for row in rows))
         with session_scope(self.sessions) as session:
             categories = item_categories(session, item_ids)
             unknown = {item_id for item_id in item_ids if item_id not in categories}
@@ -245,9 +238,9 @@ class EventIngestor:
                 for item_id in unknown:
                     categories[item_id] = []
                 unknown = set()
-            insertable = [row for row in rows if row["item_id"] not in unknown]
-            stored = insert_new_events(session, insertable)
-            users = {row["user_id"] for row in insertable if row["event_id"] in stored}
+            insertable = [row for row in rows if row.item_id not in unknown]
+            stored = insert_new_events(session, [row._asdict() for row in insertable])
+            users = {row.user_id for row in insertable if row.event_id in stored}
             mark_pending(session, batch_id, sorted(users), now)
         return stored, categories, unknown, batch_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = await run_in_threadpool(Services.create, settings)
         app.state.services = services
         services.start_background()
+        # Start-up objects (the model, the catalogue, imported modules) live as long as the
+        # process: keep them out of every later garbage collection, which otherwise walks them
+        # all and stalls requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -1,7 +1,8 @@
 """Live user profiles and global activity counters in Redis.
 
 Per user (every key carries the hash tag ``{u:<user_id>}``, so one user's keys share a Redis
-Cluster slot and are updated by one atomic script):
+Cluster slot and are updated by one atomic script; on a standalone Redis one script call
+updates up to ``USERS_PER_SCRIPT_CALL`` users):
 
 - ``recent``: the newest ``profile_recent_max`` interactions, a sorted set scored by event time;
 - ``items``: per item, the sum of event-type weights with exponential time decay;
@@ -21,19 +22,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from app.config import Settings
 
 PREFIX = "recsys"
+# Users whose events one call of apply_events.lua applies (on a standalone Redis).
+USERS_PER_SCRIPT_CALL = 100
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileEvent:
-    """The part of a stored event that profiles are built from."""
+class ProfileEvent(NamedTuple):
+    """The part of a stored event that profiles are built from.
+
+    A named tuple of plain values: ingestion makes thousands per batch, and the garbage
+    collector stops tracking such tuples.
+    """
 
     event_id: str
     user_id: str
@@ -111,6 +118,8 @@ class ProfileStore:
         self.retention_buckets = settings.trending_retention_buckets
         source = resources.files("app").joinpath("apply_events.lua").read_text()
         self._apply_script = client.register_script(source)
+        self._trending_script = client.register_script(ADD_TRENDING_LUA)
+        self._cluster = isinstance(cast(object, client), RedisCluster)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -122,6 +131,9 @@ class ProfileStore:
     ) -> None:
         """Apply newly stored events to their users' profiles and the global counters.
 
+        One pipelined round trip: ``apply_events.lua`` calls, each for up to
+        ``USERS_PER_SCRIPT_CALL`` users (one on Redis Cluster), and one call per trending bucket.
+
         Parameters
         ----------
         events : the events, already committed to the database, none of them seen before
@@ -129,26 +141,55 @@ class ProfileStore:
         """
         if not events:
             return
-        by_user: dict[str, list[ProfileEvent]] = defaultdict(list)
+        by_user: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         for event in events:
-            by_user[event.user_id].append(event)
-        pipe = self.client.pipeline(transaction=False)
-        for user_id, user_events in by_user.items():
-            args: list[Any] = [repr(self.half_life), self.recent_cap, len(user_events)]
-            for event in user_events:
-                cats = categories.get(event.item_id, ())
-                args += [
+            by_user[event.user_id].append(
+                (
                     event.item_id,
                     event.type,
-                    repr(event_weight(event.type, event.value, self.weights)),
-                    repr(event.epoch),
-                    recent_member(event),
-                    len(cats),
-                    *cats,
-                ]
-            self._apply_script(keys=user_keys(user_id).all(), args=args, client=pipe)
+                    event_weight(event.type, event.value, self.weights),
+                    event.epoch,
+                    recent_member(event).decode(),
+                    tuple(categories.get(event.item_id, ())),
+                )
+            )
+        pipe = self.client.pipeline(transaction=False)
+        half_life, cap, sha = repr(self.half_life), str(self.recent_cap), self._apply_script.sha
+        users = list(by_user.items())
+        # A script call may only touch one cluster slot there; elsewhere a call takes many users,
+        # few enough to keep each call short (Redis serves nobody else while a script runs).
+        per_call = 1 if self._cluster else USERS_PER_SCRIPT_CALL
+        for start in range(0, len(users), per_call):
+            chunk = users[start : start + per_call]
+            # Bytes: redis-py sends them as they are, without encoding each one again.
+            keys = [key.encode() for user_id, _ in chunk for key in user_keys(user_id).all()]
+            args = dumps([user_events for _, user_events in chunk])
+            pipe.evalsha(sha, len(keys), *keys, half_life, cap, args)
         self._add_counters(pipe, events, now or datetime.now(UTC))
-        pipe.execute()
+        self._execute(pipe)
+
+    def _execute(self, pipe: Any) -> None:
+        """Run a pipeline of scripts called by SHA, loading them once when Redis lacks them.
+
+        A NOSCRIPT answer means the script did not run at all, so running exactly those commands
+        again applies nothing twice. Any other error is raised, as ``pipe.execute()`` does.
+        """
+        commands = [args for args, _options in pipe.command_stack]
+        answers = pipe.execute(raise_on_error=False)
+        missing = [
+            args for args, answer in zip(commands, answers, strict=True) if _noscript(answer)
+        ]
+        errors = [answer for answer in answers if isinstance(answer, Exception)]
+        if missing:
+            for script in (self._apply_script, self._trending_script):
+                self.client.script_load(script.script)
+            retry = self.client.pipeline(transaction=False)
+            for _evalsha, sha, *keys_and_args in missing:
+                retry.evalsha(sha, *keys_and_args)
+            retry.execute()
+        for error in errors:
+            if not _noscript(error):
+                raise error
 
     def _bucket(self, epoch: float) -> int:
         return int(epoch // self.bucket_seconds)
@@ -168,11 +209,16 @@ class ProfileStore:
         for bucket in set(trending) | set(activity):
             expire_at = (bucket + self.retention_buckets + 1) * self.bucket_seconds
             t_key, a_key = trending_key(bucket), activity_key(bucket)
-            for item_id, weight in trending[bucket].items():
-                pipe.zincrby(t_key, weight, item_id)
+            # ZINCRBY per item and EXPIREAT, in one script call on the bucket's one key.
+            pipe.evalsha(
+                self._trending_script.sha,
+                1,
+                t_key,
+                str(expire_at),
+                dumps(list(trending[bucket].items())),
+            )
             for event_type, count in activity[bucket].items():
                 pipe.hincrby(a_key, event_type, count)
-            pipe.expireat(t_key, expire_at)
             pipe.expireat(a_key, expire_at)
 
     def replace_users(
@@ -207,7 +253,7 @@ class ProfileStore:
         for bucket in range(current - self.retention_buckets + 1, current + 2):
             pipe.delete(trending_key(bucket), activity_key(bucket))
         self._add_counters(pipe, events, now)
-        pipe.execute()
+        self._execute(pipe)
 
     def compute_profile(
         self, events: Sequence[ProfileEvent], categories: Mapping[str, Sequence[str]]
@@ -274,6 +320,27 @@ class ProfileStore:
             return bool(self.client.ping())
         except redis.RedisError:
             return False
+
+
+# KEYS: the bucket's trending sorted set. ARGV: expire_at, a JSON list of [item_id, weight].
+ADD_TRENDING_LUA = """
+local key = KEYS[1]
+local pairs_ = cjson.decode(ARGV[2])
+for i = 1, #pairs_ do
+  redis.call('ZINCRBY', key, string.format('%.17g', pairs_[i][2]), pairs_[i][1])
+end
+redis.call('EXPIREAT', key, ARGV[1])
+return #pairs_
+"""
+
+
+def dumps(value: Any) -> str:
+    """JSON for a script argument: floats in their shortest exact form, as ``repr`` gives them."""
+    return orjson.dumps(value).decode()
+
+
+def _noscript(answer: object) -> bool:
+    return isinstance(answer, redis.exceptions.NoScriptError)
 
 
 def trending_key(bucket: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -21,13 +22,14 @@ from pydantic import (
 from app.config import EVENT_TYPES
 
 ID_MAX = 128
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_id(value: str) -> str:
     value = value.strip()
     if not 1 <= len(value) <= ID_MAX:
         raise ValueError(f"must be 1-{ID_MAX} characters after trimming whitespace")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL_CHARACTERS.search(value):
         raise ValueError("must not contain control characters")
     return value
 

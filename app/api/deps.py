@@ -11,7 +11,8 @@ from app.errors import InvalidInput, MalformedJSON, PayloadTooLarge
 from app.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain attribute read, not worth a trip through the threadpool.
     services: Services = request.app.state.services
     return services
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import Connection, Select, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -35,6 +36,20 @@ def dialect_insert(session: Session) -> Any:
 def as_utc(value: datetime) -> datetime:
     """SQLite hands datetimes back without a zone; everything stored is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class EventRow(NamedTuple):
+    """One event as stored (a tuple: cheap to build and to keep by the thousand)."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    value: float | None
+    occurred_at: datetime
+    received_at: datetime
+    recommendation_id: str | None
+    context: dict[str, Any] | None
 
 
 def item_categories(session: Session, item_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -82,38 +97,37 @@ def insert_new_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[s
     return inserted
 
 
-EVENT_ARRAYS = """
-    SELECT * FROM unnest(
-        %(event_id)s::varchar[], %(user_id)s::varchar[], %(item_id)s::varchar[],
-        %(type)s::varchar[], %(value)s::float8[], %(occurred_at)s::timestamptz[],
-        %(recommendation_id)s::varchar[], %(context)s::json[]
-    ) AS e(event_id, user_id, item_id, type, value, occurred_at, recommendation_id, context)
-"""
-
 # The whole write of a batch in one statement (so in one transaction when run in autocommit):
-# read the categories of the known items, add stubs for unknown ones (or leave their events
-# out), insert the events whose event_id is new, mark their users' profiles as pending, and
-# answer with the new event ids and the categories.
+# read the categories of the batch's known items, add stubs for unknown ones (or leave their
+# events out), insert the events whose event_id is new, mark their users' profiles as pending,
+# and answer with the new event ids and the categories. The events arrive as one JSON array
+# parameter: one value to send and to parse, whatever the batch size.
 STORE_EVENTS_POSTGRESQL = """
-WITH known AS (
-    SELECT item_id, categories FROM items WHERE item_id = ANY(%(item_ids)s::varchar[])
+WITH input AS (
+    SELECT e->>0 AS event_id, e->>1 AS user_id, e->>2 AS item_id, e->>3 AS type,
+        (e->>4)::float8 AS value, (e->>5)::timestamptz AS occurred_at,
+        e->>6 AS recommendation_id, (e->>7)::json AS context
+    FROM jsonb_array_elements(%(events)s::jsonb) AS e
+), known AS (
+    SELECT item_id, categories FROM items
+    WHERE item_id = ANY(ARRAY(SELECT DISTINCT item_id FROM input))
 ), stubs AS (
     INSERT INTO items (
         item_id, categories, tags, attributes, available, hidden, is_stub, created_at, updated_at
     )
-    SELECT stub, '[]', '[]', '{{}}', true, false, true, %(now)s, %(now)s
-    FROM unnest(%(item_ids)s::varchar[]) AS stub
-    WHERE {stub_unknown} AND stub NOT IN (SELECT item_id FROM known)
-    ORDER BY stub
+    SELECT stub.item_id, '[]', '[]', '{{}}', true, false, true, %(now)s, %(now)s
+    FROM (SELECT DISTINCT item_id FROM input) AS stub
+    WHERE {stub_unknown} AND stub.item_id NOT IN (SELECT item_id FROM known)
+    ORDER BY stub.item_id
     ON CONFLICT (item_id) DO NOTHING
 ), new AS (
     INSERT INTO events (
         event_id, user_id, item_id, type, value, occurred_at, received_at, recommendation_id,
         context
     )
-    SELECT e.event_id, e.user_id, e.item_id, e.type, e.value, e.occurred_at, %(now)s,
-        e.recommendation_id, e.context
-    FROM ({events}) AS e
+    SELECT event_id, user_id, item_id, type, value, occurred_at, %(now)s, recommendation_id,
+        context
+    FROM input
     {only_known}
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, user_id
@@ -123,50 +137,51 @@ WITH known AS (
 )
 SELECT
     (SELECT array_agg(event_id) FROM new),
-    (SELECT json_object_agg(item_id, categories) FROM known)
+    (SELECT json_object_agg(item_id, categories)::text FROM known)
 """
-STORE_WITH_STUBS = STORE_EVENTS_POSTGRESQL.format(
-    stub_unknown="true", events=EVENT_ARRAYS, only_known=""
-)
+STORE_WITH_STUBS = STORE_EVENTS_POSTGRESQL.format(stub_unknown="true", only_known="")
 STORE_KNOWN_ONLY = STORE_EVENTS_POSTGRESQL.format(
-    stub_unknown="false",
-    events=EVENT_ARRAYS,
-    only_known="WHERE e.item_id IN (SELECT item_id FROM known)",
+    stub_unknown="false", only_known="WHERE item_id IN (SELECT item_id FROM known)"
 )
 
 
 def store_events_postgresql(
     connection: Connection,
-    rows: Sequence[dict[str, Any]],
-    item_ids: Sequence[str],
+    rows: Sequence[EventRow],
     batch_id: str,
     now: datetime,
     stub_unknown: bool,
 ) -> tuple[set[str], dict[str, list[str]], set[str]]:
-    """Store a batch with one PostgreSQL statement, whatever its size.
+    """Store a batch of event rows with one PostgreSQL statement, whatever its size.
 
     Run it in autocommit mode and it is its own transaction. Returns the event ids actually
     inserted, item_id -> categories for every item of the batch that exists afterwards, and the
     items that do not (always empty with ``stub_unknown``).
     """
-    params = {
-        "event_id": [row["event_id"] for row in rows],
-        "user_id": [row["user_id"] for row in rows],
-        "item_id": [row["item_id"] for row in rows],
-        "type": [row["type"] for row in rows],
-        "value": [row["value"] for row in rows],
-        "occurred_at": [row["occurred_at"] for row in rows],
-        "recommendation_id": [row["recommendation_id"] for row in rows],
-        # Serialised as SQLAlchemy's JSON type does for the other paths.
-        "context": [None if row["context"] is None else json.dumps(row["context"]) for row in rows],
-        "item_ids": list(item_ids),
-        "batch_id": batch_id,
-        "now": now,
-    }
+    events = orjson.dumps(
+        [
+            (
+                row.event_id,
+                row.user_id,
+                row.item_id,
+                row.type,
+                row.value,
+                row.occurred_at,
+                row.recommendation_id,
+                # The text SQLAlchemy's JSON type stores on the other paths.
+                None if row.context is None else json.dumps(row.context),
+            )
+            for row in rows
+        ]
+    ).decode()
     statement = STORE_WITH_STUBS if stub_unknown else STORE_KNOWN_ONLY
+    params = {"events": events, "batch_id": batch_id, "now": now}
     inserted, found = connection.exec_driver_sql(statement, params).one()
-    categories = {item_id: list(cats or []) for item_id, cats in (found or {}).items()}
-    unknown = {item_id for item_id in item_ids if item_id not in categories}
+    loaded: dict[str, Any] = orjson.loads(found) if found else {}
+    categories: dict[str, list[str]] = {}
+    for item_id, cats in loaded.items():
+        categories[item_id] = cats if isinstance(cats, list) else list(cats or [])
+    unknown = {row.item_id for row in rows} - set(categories)
     if stub_unknown:
         for item_id in unknown:
             categories[item_id] = []

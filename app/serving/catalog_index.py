@@ -161,11 +161,9 @@ class CatalogIndex:
             with self.sessions() as session:
                 rows = session.execute(query).all()
             changed = [_rules(row) for row in rows]
-            newest = max((as_utc(row.updated_at) for row in rows), default=None)
-            if newest is not None:
-                self._watermark = max(self._watermark or newest, newest)
-            elif self._watermark is None:
-                self._watermark = started
+            # Anchored at when this read started, not at the newest row seen: otherwise a
+            # catalogue that stopped changing is re-read whole on every refresh.
+            self._watermark = started
             return self._merge(changed, replace_all=full)
 
     def reload_items(self, item_ids: Sequence[str]) -> CatalogSnapshot:
