@@ -17,7 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.engine import session_scope
 from app.db.models import Event, PendingProfileUpdate
-from app.db.queries import as_utc, chunks, item_categories, user_events_query
+from app.db.queries import (
+    as_utc,
+    chunks,
+    item_categories,
+    profile_events_query,
+    user_events_query,
+)
 from app.ingest import EventIngestor
 from app.monitoring import PENDING_PROFILE_USERS, PROFILE_REBUILDS
 from app.profiles import ProfileEvent, ProfileStore
@@ -71,14 +77,7 @@ class ProfileRebuilder:
         def window() -> Iterator[ProfileEvent]:
             with self.sessions() as session:
                 rows = session.execute(
-                    select(
-                        Event.event_id,
-                        Event.user_id,
-                        Event.item_id,
-                        Event.type,
-                        Event.value,
-                        Event.occurred_at,
-                    )
+                    profile_events_query()
                     .where(Event.occurred_at >= cutoff)
                     .execution_options(yield_per=10_000)
                 )

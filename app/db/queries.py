@@ -202,18 +202,18 @@ def clear_pending_batches(session: Session, batch_ids: Sequence[str]) -> None:
         )
 
 
+def profile_events_query() -> Select[str, str, str, str, float | None, datetime]:
+    """The columns live profiles are built from (see ``ProfileEvent``)."""
+    return select(
+        Event.event_id, Event.user_id, Event.item_id, Event.type, Event.value, Event.occurred_at
+    )
+
+
 def user_events_query(
     user_ids: Sequence[str],
 ) -> Select[str, str, str, str, float | None, datetime]:
     return (
-        select(
-            Event.event_id,
-            Event.user_id,
-            Event.item_id,
-            Event.type,
-            Event.value,
-            Event.occurred_at,
-        )
+        profile_events_query()
         .where(Event.user_id.in_(user_ids))
         .order_by(Event.user_id, Event.occurred_at, Event.id)
     )
