@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.engine import session_scope
 from app.db.models import Item
 from app.db.queries import as_utc, chunks, dialect_insert
-from app.errors import ItemNotFound, describe_errors
+from app.errors import ItemNotFound, rejection
 from app.monitoring import ITEMS_WRITTEN
 from app.schemas import ItemBatchAck, ItemBatchResult, ItemIn, ItemOut
 
@@ -71,15 +71,9 @@ class Catalog:
             try:
                 item = ItemIn.model_validate(raw)
             except ValidationError as exc:
-                message, _ = describe_errors(exc.errors())
-                item_id = raw.get("item_id") if isinstance(raw, dict) else None
+                item_id, message = rejection(raw, "item_id", exc)
                 results.append(
-                    ItemBatchResult(
-                        index=index,
-                        item_id=item_id if isinstance(item_id, str) else None,
-                        status="rejected",
-                        error=message,
-                    )
+                    ItemBatchResult(index=index, item_id=item_id, status="rejected", error=message)
                 )
                 continue
             valid.append(item)

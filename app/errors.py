@@ -103,6 +103,13 @@ def describe_errors(errors: Sequence[Any], prefix: str = "") -> tuple[str, list[
     return sentence, described
 
 
+def rejection(raw: object, id_field: str, exc: Any) -> tuple[str | None, str]:
+    """For a batch entry that failed validation: its id (when it has a usable one) and why."""
+    message, _ = describe_errors(exc.errors())
+    found = raw.get(id_field) if isinstance(raw, dict) else None
+    return (found if isinstance(found, str) else None), message
+
+
 def _error_response(
     status: int, name: str, detail: str, errors: list[dict[str, Any]] | None = None
 ) -> JSONResponse:

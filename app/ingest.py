@@ -37,7 +37,7 @@ from app.db.queries import (
     mark_pending,
     store_events_postgresql,
 )
-from app.errors import describe_errors
+from app.errors import rejection
 from app.monitoring import EVENTS, PROFILE_UPDATES
 from app.profiles import ProfileEvent, ProfileStore
 from app.schemas import EventIn, EventResult, ProfileStatus
@@ -109,15 +109,9 @@ class EventIngestor:
             try:
                 valid.append((index, EventIn.model_validate(raw)))
             except ValidationError as exc:
-                message, _ = describe_errors(exc.errors())
-                event_id = raw.get("event_id") if isinstance(raw, dict) else None
+                event_id, message = rejection(raw, "event_id", exc)
                 rejected.append(
-                    EventResult(
-                        index=index,
-                        event_id=event_id if isinstance(event_id, str) else None,
-                        status="rejected",
-                        error=message,
-                    )
+                    EventResult(index=index, event_id=event_id, status="rejected", error=message)
                 )
                 EVENTS.labels(type=_type_label(raw), outcome="rejected").inc()
         return valid, rejected

@@ -150,20 +150,24 @@ def load_database(url: str, data: dict[str, np.ndarray]) -> None:
         )
 
 
-def run_baseline(arrays: Path, choice: ModelChoice) -> tuple[float, float, float]:
+def baseline_command(arrays: Path, choice: ModelChoice) -> list[str]:
     p = choice.als
+    return [
+        sys.executable,
+        "-c",
+        BASELINE,
+        str(arrays),
+        str(p.factors),
+        str(p.regularization),
+        str(p.alpha),
+        str(p.iterations),
+    ]
+
+
+def run_baseline(arrays: Path, choice: ModelChoice) -> tuple[float, float, float]:
     began = time.perf_counter()
     out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            BASELINE,
-            str(arrays),
-            str(p.factors),
-            str(p.regularization),
-            str(p.alpha),
-            str(p.iterations),
-        ],
+        baseline_command(arrays, choice),
         check=True,
         capture_output=True,
         text=True,
@@ -259,16 +263,7 @@ def main() -> None:
     }
     p = choice.als
     peak_baseline = peak_of(
-        [
-            sys.executable,
-            "-c",
-            BASELINE,
-            str(arrays),
-            str(p.factors),
-            str(p.regularization),
-            str(p.alpha),
-            str(p.iterations),
-        ],
+        baseline_command(arrays, choice),
         env,
     )
     peak_train = peak_of([sys.executable, "-m", "training", "train", "--force"], env)
