@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -130,4 +131,64 @@ class ModelVersion(Base):
             sqlite_where=text("status = 'active'"),
             postgresql_where=text("status = 'active'"),
         ),
+    )
+
+
+class Experiment(Base):
+    """An A/B test: variants with traffic shares (basis points summing to 10,000) and a serving
+    config each. At most one experiment is ``running`` at a time, enforced by the database."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16))
+    salt: Mapped[str] = mapped_column(String(64))
+    # [{"name": ..., "share_bp": ..., "config": {...}}, ...]; the first variant is the control.
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    attribution_window_seconds: Mapped[int] = mapped_column(Integer)
+    click_event_types: Mapped[list[str]] = mapped_column(JSON)
+    conversion_event_types: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "uq_experiments_one_running",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+
+class ExperimentExposure(Base):
+    """One recommendation answer shown under an experiment: who saw which items in which variant.
+
+    ``attributable_until`` is ``shown_at`` plus the experiment's attribution window, stored so
+    attribution joins compare plain timestamps on every database."""
+
+    __tablename__ = "experiment_exposures"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(Integer, ForeignKey("experiments.id"))
+    recommendation_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    variant: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    items: Mapped[list[str]] = mapped_column(JSON)
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attributable_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ix_experiment_exposures_experiment_id_user_id_shown_at",
+            "experiment_id",
+            "user_id",
+            "shown_at",
+        ),
+        Index("ix_experiment_exposures_recommendation_id", "recommendation_id"),
     )
