@@ -1,0 +1,1 @@
+"""A/B experiments: assignment, variant routing, exposure logging, attribution, analysis."""
