@@ -39,3 +39,20 @@ MODEL_INFO = Gauge(
 MODEL_LOADED = Gauge(
     "recsys_model_loaded", "1 while a model is served, 0 while trending/popular stand in."
 )
+EXPOSURES_WRITTEN = Counter(
+    "recsys_exposures_written_total", "Experiment exposures written to the database."
+)
+EXPOSURES_DROPPED = Counter(
+    "recsys_exposures_dropped_total",
+    "Experiment exposures lost, by reason: queue_full (the writer could not keep up) or "
+    "write_failed (the database refused a batch after retries).",
+    ["reason"],
+)
+EXPOSURE_QUEUE_DEPTH = Gauge(
+    "recsys_exposure_queue_depth", "Exposures waiting to be written, at the last batch."
+)
+VARIANT_MODEL_FAILURES = Counter(
+    "recsys_variant_model_failures_total",
+    "Model versions named by a running experiment's variant that could not be loaded; the "
+    "active model served that variant instead.",
+)

@@ -1,0 +1,194 @@
+"""Exposure logging off the request path: a bounded queue and one writer thread that inserts
+batches.
+
+A request only puts a small dict on the queue (no I/O, no waiting). When the database cannot
+keep up and the queue is full, the exposure is dropped and counted
+(``recsys_exposures_dropped_total{reason="queue_full"}``) rather than slowing recommendations
+or growing memory without bound. A batch the database refuses is retried a few times, then
+dropped and counted (``reason="write_failed"``). A clean stop writes everything queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from app.db.models import ExperimentExposure
+from app.monitoring import EXPOSURE_QUEUE_DEPTH, EXPOSURES_DROPPED, EXPOSURES_WRITTEN
+
+log = logging.getLogger(__name__)
+
+Exposure = dict[str, Any]
+
+
+def exposure(
+    experiment_id: int,
+    recommendation_id: str,
+    variant: str,
+    user_id: str,
+    model_version: str | None,
+    items: Sequence[str],
+    shown_at: datetime,
+    attributable_until: datetime,
+) -> Exposure:
+    """One row of ``experiment_exposures``."""
+    return {
+        "experiment_id": experiment_id,
+        "recommendation_id": recommendation_id,
+        "variant": variant,
+        "user_id": user_id,
+        "model_version": model_version,
+        "items": list(items),
+        "shown_at": shown_at,
+        "attributable_until": attributable_until,
+    }
+
+
+class ExposureWriter:
+    """Queues exposures and writes them in batches on a daemon thread.
+
+    A batch is written when ``batch_size`` exposures are waiting or ``flush_seconds`` after its
+    first one arrived, whichever comes first.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        capacity: int,
+        batch_size: int,
+        flush_seconds: float,
+        attempts: int = 3,
+        retry_seconds: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.attempts = attempts
+        self.retry_seconds = retry_seconds
+        self._queue: queue.Queue[Exposure] = queue.Queue(maxsize=capacity)
+        self._stop = threading.Event()
+        self._hurry = threading.Event()
+        self._writing = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._count_lock = threading.Lock()
+        self.written = 0
+        self.dropped = 0
+        self.batches = 0
+
+    def record(self, row: Exposure) -> bool:
+        """Queue one exposure without waiting; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            EXPOSURES_DROPPED.labels(reason="queue_full").inc()
+            with self._count_lock:
+                self.dropped += 1
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="exposure-writer", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the thread."""
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+        # Whatever the thread left (never started, or stopped by the timeout) is written here.
+        if self._thread is None or not self._thread.is_alive():
+            self._drain()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Write everything queued so far, including a batch the thread is gathering, before
+        returning (so results read right after count every exposure recorded before)."""
+        self._hurry.set()
+        try:
+            self._drain()
+            if self._writing.acquire(timeout=timeout):
+                self._writing.release()
+        finally:
+            self._hurry.clear()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                first = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._write(self._gather(first, wait=False))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # Held from taking a batch until it is written: flush() waits on it.
+            with self._writing:
+                try:
+                    # A short wait, so that a stop is noticed at once.
+                    first: Exposure | None = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    first = None
+                if first is not None:
+                    self._write(self._gather(first, wait=True))
+            if self._hurry.is_set():
+                time.sleep(0.005)  # let the flushing thread take the lock
+        self._drain()
+
+    def _gather(self, first: Exposure, wait: bool) -> list[Exposure]:
+        """A batch of up to ``batch_size`` rows starting with ``first``. With ``wait``, waits
+        until the batch is full or ``first`` has waited ``flush_seconds``."""
+        batch = [first]
+        deadline = time.monotonic() + self.flush_seconds
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if not wait or remaining <= 0 or self._stop.is_set() or self._hurry.is_set():
+                break
+            try:
+                batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+            except queue.Empty:
+                continue
+        return batch
+
+    def _write(self, batch: list[Exposure]) -> None:
+        EXPOSURE_QUEUE_DEPTH.set(self._queue.qsize())
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(insert(ExperimentExposure), batch)
+            except Exception as exc:
+                if attempt < self.attempts:
+                    log.warning(
+                        "writing %d exposures failed (attempt %d of %d), retrying: %s",
+                        len(batch),
+                        attempt,
+                        self.attempts,
+                        exc,
+                    )
+                    time.sleep(self.retry_seconds * attempt)
+                    continue
+                EXPOSURES_DROPPED.labels(reason="write_failed").inc(len(batch))
+                with self._count_lock:
+                    self.dropped += len(batch)
+                log.error("dropped %d exposures the database refused: %s", len(batch), exc)
+                return
+            EXPOSURES_WRITTEN.inc(len(batch))
+            with self._count_lock:
+                self.written += len(batch)
+                self.batches += 1
+            return
