@@ -896,9 +896,10 @@ class Latency:
 
 
 async def _open_loop(
-    port: int, bodies: Sequence[bytes], rate: float, warmup: int
+    port: int, requests: Sequence[tuple[str, str, bytes]], rate: float, warmup: int
 ) -> tuple[list[tuple[float, int]], float, float, int]:
-    """Send ``bodies`` at fixed times ``i / rate``; latency counts from the scheduled time.
+    """Send ``requests`` (method, path, body) at fixed times ``i / rate``; latency counts from
+    the scheduled time.
 
     Times come from ``time.perf_counter`` (uvloop's ``loop.time`` has millisecond steps).
     Connections are kept alive and reused oldest-idle first, like a client pool; one the
@@ -909,7 +910,7 @@ async def _open_loop(
     for _ in range(8):
         idle.append(await HttpConnection(port).open())
     opened = len(idle)
-    results: list[tuple[float, int]] = [(float("nan"), 0)] * len(bodies)
+    results: list[tuple[float, int]] = [(float("nan"), 0)] * len(requests)
     max_lag = 0.0
 
     async def one(index: int, scheduled: float) -> None:
@@ -925,7 +926,7 @@ async def _open_loop(
             connection = await HttpConnection(port).open()
             opened += 1
         try:
-            status, _ = await connection.request("POST", "/v1/events", bodies[index])
+            status, _ = await connection.request(*requests[index])
         except (OSError, asyncio.IncompleteReadError):
             results[index] = (clock() - scheduled, -1)
             connection.close()
@@ -935,7 +936,7 @@ async def _open_loop(
 
     tasks = []
     start = clock() + 0.2
-    for index in range(len(bodies)):
+    for index in range(len(requests)):
         scheduled = start + index / rate
         delay = scheduled - clock()
         if delay > 0:
@@ -957,10 +958,10 @@ def measure_latency(
     now = datetime.now(UTC)
     warmup = int(rate * warmup_seconds)
     total = warmup + int(rate * duration)
-    bodies = [orjson.dumps(factory.event(now)) for _ in range(total)]
+    requests = [("POST", "/v1/events", orjson.dumps(factory.event(now))) for _ in range(total)]
     with client_gc_paused():
         everything, sending, max_lag, opened = run_async(
-            _open_loop(server.port, bodies, rate, warmup)
+            _open_loop(server.port, requests, rate, warmup)
         )
     stored = sum(1 for _, status in everything if status in (200, 201))
     results = everything[warmup:]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Item
 from app.db.queries import as_utc, chunks
+from app.serving.filters import AttributeFilter, canonical
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class ItemRules:
     shown: bool  # not hidden and available
     available_from: float  # epoch seconds; -inf when open
     available_until: float  # epoch seconds; +inf when open
+    attributes: tuple[tuple[str, str | float | bool], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,24 +57,50 @@ class CatalogSnapshot:
     available_from: npt.NDArray[np.float64]
     available_until: npt.NDArray[np.float64]
     by_category: dict[str, IntArray]
+    # Positions with a window: the only ones whose eligibility depends on the clock.
+    windowed: IntArray
+    # Text and boolean attributes: name -> canonical value -> positions. Numeric ones:
+    # name -> the number per position, NaN where the item has none.
+    by_attribute: dict[str, dict[str, IntArray]]
+    numbers: dict[str, npt.NDArray[np.float64]]
 
     @classmethod
     def build(cls, generation: int, items: Iterable[ItemRules]) -> CatalogSnapshot:
         rows = sorted(items, key=lambda r: r.item_id)
         categories: dict[str, list[int]] = defaultdict(list)
+        attributes: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        numeric: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for position, rules in enumerate(rows):
             for category in rules.categories:
                 categories[category].append(position)
+            for name, value in rules.attributes:
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    numeric[name].append((position, float(value)))
+                else:
+                    attributes[name][canonical(value)].append(position)
+        numbers = {}
+        for name, pairs in numeric.items():
+            column = np.full(len(rows), np.nan)
+            column[[p for p, _ in pairs]] = [v for _, v in pairs]
+            numbers[name] = column
+        available_from = np.array([r.available_from for r in rows], dtype=np.float64)
+        available_until = np.array([r.available_until for r in rows], dtype=np.float64)
         return cls(
             generation=generation,
             items=rows,
             position={r.item_id: i for i, r in enumerate(rows)},
             shown=np.array([r.shown for r in rows], dtype=bool),
-            available_from=np.array([r.available_from for r in rows], dtype=np.float64),
-            available_until=np.array([r.available_until for r in rows], dtype=np.float64),
+            available_from=available_from,
+            available_until=available_until,
             by_category={
                 name: np.array(positions, dtype=np.int64) for name, positions in categories.items()
             },
+            windowed=np.flatnonzero(np.isfinite(available_from) | np.isfinite(available_until)),
+            by_attribute={
+                name: {v: np.array(p, dtype=np.int64) for v, p in values.items()}
+                for name, values in attributes.items()
+            },
+            numbers=numbers,
         )
 
     def __len__(self) -> int:
@@ -80,7 +108,44 @@ class CatalogSnapshot:
 
     def eligible(self, now: float) -> npt.NDArray[np.bool_]:
         """Per catalogue position: may it be recommended at ``now`` (epoch seconds)?"""
-        return self.shown & (self.available_from <= now) & (now < self.available_until)
+        allowed = self.shown.copy()
+        if self.windowed.size:
+            w = self.windowed
+            allowed[w] &= (self.available_from[w] <= now) & (now < self.available_until[w])
+        return allowed
+
+    def matching(self, filters: Sequence[AttributeFilter]) -> npt.NDArray[np.bool_]:
+        """Per catalogue position: does the item pass every attribute filter?"""
+        mask = np.ones(len(self.items), dtype=bool)
+        any_of: dict[str, npt.NDArray[np.bool_]] = {}
+        for rule in filters:
+            if rule.op == "=":
+                hit = self._equal(rule)
+                if rule.name in any_of:
+                    any_of[rule.name] |= hit
+                else:
+                    any_of[rule.name] = hit
+            elif rule.op == "!=":
+                mask &= ~self._equal(rule)
+            else:
+                column = self.numbers.get(rule.name)
+                if column is None:
+                    mask[:] = False
+                else:
+                    mask &= _compare(column, rule.op, float(rule.number or 0.0))
+        for hit in any_of.values():
+            mask &= hit
+        return mask
+
+    def _equal(self, rule: AttributeFilter) -> npt.NDArray[np.bool_]:
+        hit = np.zeros(len(self.items), dtype=bool)
+        positions = self.by_attribute.get(rule.name, {}).get(rule.value)
+        if positions is not None:
+            hit[positions] = True
+        column = self.numbers.get(rule.name)
+        if column is not None and rule.number is not None:
+            hit |= column == rule.number
+        return hit
 
     def in_categories(self, categories: Sequence[str]) -> npt.NDArray[np.bool_]:
         mask = np.zeros(len(self.items), dtype=bool)
@@ -100,6 +165,17 @@ class CatalogSnapshot:
         )
 
 
+def _compare(column: npt.NDArray[np.float64], op: str, number: float) -> npt.NDArray[np.bool_]:
+    """``column OP number``; NaN (no such numeric attribute) never matches."""
+    if op == "<":
+        return column < number
+    if op == "<=":
+        return column <= number
+    if op == ">":
+        return column > number
+    return column >= number
+
+
 def _epoch(value: datetime | None, default: float) -> float:
     return default if value is None else as_utc(value).timestamp()
 
@@ -112,6 +188,7 @@ def _rules(row: Any) -> ItemRules:
         shown=bool(row.available) and not bool(row.hidden),
         available_from=_epoch(row.available_from, -np.inf),
         available_until=_epoch(row.available_until, np.inf),
+        attributes=tuple(sorted((row.attributes or {}).items())),
     )
 
 
@@ -124,6 +201,7 @@ _COLUMNS = (
     Item.available_until,
     Item.hidden,
     Item.updated_at,
+    Item.attributes,
 )
 
 

@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import scipy.linalg
 
+from app.serving.batching import BatchedProduct
 from training.artifact import ArtifactError, ModelArtifact
 
 FloatArray = npt.NDArray[np.float32]
@@ -60,6 +62,92 @@ class UserRow:
 
 
 @dataclass(frozen=True, eq=False)
+class LinearBlend:
+    """The blended score of every item as one inner product: ``items @ query + offset``.
+
+    Each component is linear in a per-user vector: ALS scores are ``Y x`` (a cold item's
+    row replaced by the mean warm row, which scores exactly the mean warm ALS score that
+    ``components`` gives it), content scores ``E p``. Their z-scores over all items need only
+    the mean and covariance of the rows: ``mean = mu . x`` and ``var = x^T C x``. So
+
+        score_i = w_als (y_i - mu_Y) . x / s_als + w_content (e_i - mu_E) . p / s_content
+                  + w_popularity * z(log1p(popularity))_i
+
+    is ``[y_i, e_i, z_i] . [w_als x / s_als, w_content p / s_content, w_popularity]`` plus a
+    constant: the exact scores of :meth:`ServingModel.score` from one matrix-vector product
+    over ``items``, or from any subset of its rows (what an index scores).
+    """
+
+    items: FloatArray  # (n_items, n_factors + n_dims + 1): [Y_eff | E | z(log1p(pop))]
+    als_mean: npt.NDArray[np.float64]
+    als_cov: npt.NDArray[np.float64]
+    content_mean: npt.NDArray[np.float64] | None
+    content_cov: npt.NDArray[np.float64] | None
+    n_factors: int
+
+    @classmethod
+    def build(
+        cls,
+        factors: FloatArray,
+        cold: npt.NDArray[np.bool_],
+        unit_embeddings: FloatArray | None,
+        popularity: FloatArray,
+    ) -> LinearBlend:
+        effective = factors.astype(np.float64)
+        if cold.any() and not cold.all():
+            effective[cold] = effective[~cold].mean(axis=0)
+        als_mean, als_cov = _mean_cov(effective)
+        blocks = [effective]
+        content_mean = content_cov = None
+        if unit_embeddings is not None:
+            content_mean, content_cov = _mean_cov(unit_embeddings.astype(np.float64))
+            blocks.append(unit_embeddings.astype(np.float64))
+        blocks.append(standardize(np.log1p(popularity))[:, None].astype(np.float64))
+        return cls(
+            items=np.ascontiguousarray(np.hstack(blocks), dtype=np.float32),
+            als_mean=als_mean,
+            als_cov=als_cov,
+            content_mean=content_mean,
+            content_cov=content_cov,
+            n_factors=factors.shape[1],
+        )
+
+    def query(
+        self, user_factors: FloatArray, content: FloatArray | None, weights: Mapping[str, float]
+    ) -> tuple[FloatArray, float]:
+        """``(query, offset)`` such that ``items @ query + offset`` are the blended scores."""
+        query = np.zeros(self.items.shape[1], dtype=np.float64)
+        offset = 0.0
+        x = user_factors.astype(np.float64)
+        spread = math.sqrt(max(float(x @ self.als_cov @ x), 0.0))
+        if weights.get("als") and spread > 0:
+            query[: self.n_factors] = weights["als"] * x / spread
+            offset -= weights["als"] * float(self.als_mean @ x) / spread
+        if (
+            content is not None
+            and weights.get("content")
+            and self.content_mean is not None
+            and self.content_cov is not None
+        ):
+            p = content.astype(np.float64)
+            spread = math.sqrt(max(float(p @ self.content_cov @ p), 0.0))
+            if spread > 0:
+                query[self.n_factors : -1] = weights["content"] * p / spread
+                offset -= weights["content"] * float(self.content_mean @ p) / spread
+        query[-1] = weights.get("popularity", 0.0)
+        return query.astype(np.float32), offset
+
+
+def _mean_cov(
+    rows: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean row and population covariance (``ddof=0``, as ``np.std`` in :func:`standardize`)."""
+    mean = rows.mean(axis=0)
+    centred = rows - mean
+    return mean, centred.T @ centred / rows.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
 class ServingModel:
     """Everything needed to score any user against every item of one model version.
 
@@ -91,6 +179,8 @@ class ServingModel:
     popularity_part: FloatArray
     value_scheme: ValueScheme
     event_weights: dict[str, float]
+    blend: LinearBlend
+    product: BatchedProduct
     metrics: dict[str, Any] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -151,6 +241,9 @@ class ServingModel:
                 np.log1p(popularity).astype(np.float32)
             )
         item_ids = artifact.item_ids
+        cold = popularity <= 0
+        unit_embeddings = None if embeddings is None else unit_rows(embeddings)
+        linear = LinearBlend.build(factors, cold, unit_embeddings, popularity)
         return cls(
             version=artifact.version,
             created_at=artifact.created_at,
@@ -162,13 +255,15 @@ class ServingModel:
             alpha=params["alpha"],
             confidence="log" if confidence == "log" else "linear",
             log_epsilon=params["log_epsilon"],
-            unit_embeddings=None if embeddings is None else unit_rows(embeddings),
+            unit_embeddings=unit_embeddings,
             popularity=popularity,
-            cold=popularity <= 0,
+            cold=cold,
             weights=weights,
             popularity_part=popularity_part,
             value_scheme=scheme,
             event_weights=event_weights,
+            blend=linear,
+            product=BatchedProduct(linear.items),
             metrics=dict(artifact.metrics),
         )
 
@@ -190,7 +285,10 @@ class ServingModel:
         weight = np.abs(conf) - 1.0
         lhs = self.system + (rows * weight[:, None]).T @ rows
         rhs = np.where(conf > 0, conf, 0.0) @ rows
-        return np.linalg.solve(lhs, rhs).astype(np.float32)
+        # Symmetric positive definite: every item's outer product ends up weighted |c_i| >= 0
+        # (Y^T Y holds each once) and reg > 0, so a Cholesky solve applies.
+        solution = scipy.linalg.solve(lhs, rhs, assume_a="pos", check_finite=False)
+        return np.asarray(solution, dtype=np.float32)
 
     def content_profile(self, row: UserRow) -> FloatArray | None:
         """Unit-length sum of the row's item embeddings weighted by its values; None without
@@ -216,29 +314,20 @@ class ServingModel:
     def score(self, row: UserRow, weights: Mapping[str, float] | None = None) -> FloatArray:
         """Blended score of every item for one user, shape (n_items,).
 
-        ``weights`` overrides the artifact's blend weights (an experiment variant, later).
+        ``weights`` overrides the artifact's blend weights.
         """
+        query, offset = self.query(row, weights)
+        scores = self.product(query)
+        scores += np.float32(offset)
+        return scores
+
+    def query(
+        self, row: UserRow, weights: Mapping[str, float] | None = None
+    ) -> tuple[FloatArray, float]:
+        """The user's query against :attr:`blend`: ``blend.items @ query + offset`` are the
+        blended scores (see :class:`LinearBlend`)."""
         use = self.weights if weights is None else {**self.weights, **weights}
-        parts = self.components(row)
-        total: FloatArray | None = None
-        for name in COMPONENTS:
-            weight = use.get(name, 0.0)
-            if not weight:
-                continue
-            if name == "popularity":
-                part = (
-                    self.popularity_part
-                    if weights is None or weight == self.weights["popularity"]
-                    else weight * standardize(np.log1p(self.popularity))
-                )
-            elif name in parts:
-                part = weight * standardize(parts[name])
-            else:
-                continue
-            total = part if total is None else total + part
-        if total is None:
-            return np.zeros(self.n_items, dtype=np.float32)
-        return np.asarray(total, dtype=np.float32)
+        return self.blend.query(self.fold_in(row), self.content_profile(row), use)
 
     # -- item-item ---------------------------------------------------------------------------
 

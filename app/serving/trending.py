@@ -19,6 +19,9 @@ from app.profiles import trending_key
 
 Ranked = list[tuple[str, float]]
 POPULAR_CACHE_SECONDS = 60.0
+# The most active items of each bucket that trending reads: an item outside them in every
+# bucket is not trending, and the work stays bounded however large the catalogue.
+PER_BUCKET = 2_000
 
 
 def decayed_trending(
@@ -56,23 +59,37 @@ class Trending:
         self._lock = threading.Lock()
 
     def ranked(self, now: datetime | None = None) -> Ranked:
-        """Every trending item with its decayed score, best first; raises ``redis.RedisError``."""
+        """Every trending item with its decayed score, best first; raises ``redis.RedisError``.
+
+        One request recomputes a stale result while the others keep answering with it, so
+        a busy process never computes it twice at once.
+        """
+        if now is not None or self.cache_seconds == 0:
+            return self._compute((now or datetime.now(UTC)).timestamp())
         cached = self._cached
-        clock = time.monotonic()
-        if now is None and cached is not None and clock - cached[0] < self.cache_seconds:
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
             return cached[1]
-        with self._lock:
-            ranked = self._compute((now or datetime.now(UTC)).timestamp())
-            if now is None:
-                self._cached = (clock, ranked)
-        return ranked
+        if cached is not None and not self._lock.acquire(blocking=False):
+            return cached[1]  # being recomputed
+        if cached is None:
+            self._lock.acquire()
+        try:
+            current = self._cached
+            if current is not None and time.monotonic() - current[0] < self.cache_seconds:
+                return current[1]
+            clock = time.monotonic()
+            ranked = self._compute(datetime.now(UTC).timestamp())
+            self._cached = (clock, ranked)
+            return ranked
+        finally:
+            self._lock.release()
 
     def _compute(self, now: float) -> Ranked:
         current = int(now // self.bucket_seconds)
         numbers = list(range(current - self.retention + 1, current + 1))
         pipe = self.client.pipeline(transaction=False)
         for bucket in numbers:
-            pipe.zrange(trending_key(bucket), 0, -1, withscores=True)
+            pipe.zrange(trending_key(bucket), 0, PER_BUCKET - 1, desc=True, withscores=True)
         answers = pipe.execute()
         buckets = {
             bucket: {_text(member): float(score) for member, score in answer}
