@@ -157,6 +157,36 @@ class Settings(BaseSettings):
         description="Items ranked and kept per recommendation_id (the deepest page reachable).",
     )
 
+    # Experiments
+    experiments_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often each API process re-reads which experiment is running.",
+    )
+    exposure_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Exposures waiting to be written; beyond this they are dropped and counted.",
+    )
+    exposure_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Exposures written per database statement."
+    )
+    exposure_flush_seconds: float = Field(
+        default=1.0, gt=0, description="Longest wait before queued exposures are written."
+    )
+    attribution_window_seconds: int = Field(
+        default=1800,
+        ge=0,
+        le=7 * 86_400,
+        description="Default attribution window of new experiments: events on a shown item "
+        "this long after the exposure count for its variant.",
+    )
+    experiment_min_users: int = Field(
+        default=100,
+        ge=1,
+        description="Users every variant needs before results claim a significant difference.",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

@@ -52,6 +52,10 @@ class ItemNotFound(NotFound):
     pass
 
 
+class Conflict(RecsysError):
+    status_code = 409
+
+
 class PayloadTooLarge(RecsysError):
     status_code = 413
 

@@ -13,9 +13,10 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from app.api import events, health, items, models, recommendations, users
+from app.api import events, experiments, health, items, models, recommendations, users
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.experiments.middleware import ExperimentMiddleware
 from app.middleware import BodySizeLimit
 from app.schemas import EventBatchIn, EventIn, ItemBatchIn
 from app.services import Services
@@ -30,6 +31,9 @@ Records what users do and answers what to show them next.
 * **Items** form the catalogue; deleted items are hidden, never recommended, their history kept.
 * **Auth**: send `X-API-Key` with a key from `RECSYS_API_KEYS` holding the endpoint's scope
   (`ingest`, `read` or `admin`).
+* **Experiments** split users into A/B variants by a hash of their id (taken from the path,
+  the `X-User-Id` header or the `user_id` query parameter); responses carry `X-Experiment` and
+  `X-Variant` headers, and results report lift with confidence intervals and p-values.
 * **Errors** are JSON: `{"error": "ItemNotFound", "detail": "item 'x' does not exist"}`.
 """
 
@@ -72,12 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users.router,
         recommendations.router,
         models.router,
+        experiments.router,
         health.router,
     ):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
         app, endpoint="/metrics", include_in_schema=True, tags=["health"]
     )
+    app.add_middleware(ExperimentMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_openapi(app, body_models=(EventIn, EventBatchIn, ItemBatchIn))
     return app

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.config import EVENT_TYPES
+from app.config import EVENT_TYPES, EventType
 
 ID_MAX = 128
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -403,8 +403,16 @@ class RecommendationsOut(BaseModel):
         "trending/popular items stand in.",
         examples=["20261126T101500Z-a1b2c3"],
     )
+    experiment: str | None = Field(
+        default=None,
+        description="The running experiment the user takes part in; null when none runs.",
+        examples=["ranker-v2-vs-v1"],
+    )
     variant: str = Field(
-        default="control", description="The experiment variant (always `control` for now)."
+        default="control",
+        description="The user's variant of that experiment (`control` when none runs); the "
+        "same in the `X-Variant` response header.",
+        examples=["treatment"],
     )
     items: list[RecommendedItem]
 
@@ -458,3 +466,329 @@ class ModelReloadOut(ModelOut):
 
     previous_version: str | None = None
     changed: bool = Field(description="True when this check swapped in another version.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiments
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+ExperimentStatus = Literal["draft", "running", "stopped"]
+BlendComponent = Literal["als", "content", "popularity"]
+
+
+def _check_name(value: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(f"must be {NAME_RULE}, got {value!r}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+ExperimentNamePath = Annotated[
+    str,
+    Path(max_length=1000, description="The experiment's name.", examples=["ranker-v2-vs-v1"]),
+    AfterValidator(_check_name),
+]
+
+
+class VariantConfig(BaseModel):
+    """How a variant's recommendations are made. The default is what users get without an
+    experiment: the active model's hybrid ranking."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"strategy": "hybrid", "model_version": "20261126T101500Z-a1b2c3"},
+                {"strategy": "hybrid", "weights": {"als": 1.0, "content": 0.5}},
+                {"strategy": "popularity"},
+            ]
+        },
+    )
+
+    strategy: Literal["hybrid", "popularity"] = Field(
+        default="hybrid",
+        description="`hybrid`: the personal ranking (ALS fold-in + content + popularity "
+        "blend), filled up with popular and trending items; `popularity`: no personal "
+        "ranking, popular items first, then trending ones (a baseline to beat).",
+    )
+    model_version: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A registered model version to serve this variant (any status); null: "
+        "the active version at the time of each request.",
+        examples=["20261126T101500Z-a1b2c3"],
+    )
+    weights: dict[BlendComponent, float] | None = Field(
+        default=None,
+        description="Blend weights overriding the model's (`hybrid` only); components left out "
+        "keep the model's weight.",
+        examples=[{"als": 1.0, "content": 0.5, "popularity": 0.0}],
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("name at least one of als, content, popularity (or leave it out)")
+        for name, weight in value.items():
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"blend weight {name!r} must be a finite number >= 0")
+        if len(value) == 3 and not any(value.values()):
+            raise ValueError("at least one blend weight must be above 0")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_need_hybrid(self) -> VariantConfig:
+        if self.strategy == "popularity" and self.weights is not None:
+            raise ValueError(
+                "weights apply to the hybrid ranking; the popularity strategy has none to "
+                "override (drop `weights` or use strategy `hybrid`)"
+            )
+        return self
+
+
+class VariantIn(BaseModel):
+    """One variant: its name, its share of users and how it is served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(description=f"Unique in the experiment; {NAME_RULE}.", examples=["control"])
+    share: float = Field(
+        gt=0,
+        le=100,
+        description="Percent of users, at most two decimals; the shares of an experiment sum "
+        "to 100.",
+        examples=[50],
+    )
+    config: VariantConfig = Field(default_factory=VariantConfig)
+
+    @field_validator("share")
+    @classmethod
+    def _basis_points(cls, value: float) -> float:
+        if abs(value * 100 - round(value * 100)) > 1e-6:
+            raise ValueError(f"must have at most two decimals (basis points), got {value}")
+        return value
+
+    @property
+    def share_bp(self) -> int:
+        return round(self.share * 100)
+
+
+class ExperimentIn(BaseModel):
+    """An experiment to create (as a draft; start it to run it)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "ranker-v2-vs-v1",
+                    "description": "Does the retrained model lift CTR?",
+                    "variants": [
+                        {"name": "control", "share": 50},
+                        {
+                            "name": "treatment",
+                            "share": 50,
+                            "config": {"model_version": "20261126T101500Z-a1b2c3"},
+                        },
+                    ],
+                    "attribution_window_seconds": 1800,
+                    "click_event_types": ["click"],
+                    "conversion_event_types": ["purchase"],
+                }
+            ]
+        },
+    )
+
+    name: Name = Field(description=f"Unique; {NAME_RULE}.", examples=["ranker-v2-vs-v1"])
+    description: str | None = Field(default=None, max_length=1000)
+    variants: list[VariantIn] = Field(
+        min_length=2,
+        max_length=10,
+        description="2-10 variants; the first is the control that the others are compared to.",
+    )
+    salt: Name | None = Field(
+        default=None,
+        description="Seeds the assignment hash; a random one when absent. Reusing the salt of "
+        "an earlier experiment gives every user the same bucket again.",
+        examples=["3f9a1c7e"],
+    )
+    attribution_window_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=7 * 86_400,
+        description="Events on a shown item this long after an answer count for its variant "
+        "even without its recommendation_id; 0 counts only events that carry it. Default: "
+        "`RECSYS_ATTRIBUTION_WINDOW_SECONDS` (30 min).",
+        examples=[1800],
+    )
+    click_event_types: list[EventType] = Field(
+        default_factory=lambda: list[EventType](["click"]),
+        min_length=1,
+        max_length=len(EVENT_TYPES),
+        description="Event types counted as clicks (CTR = clicks / exposures).",
+    )
+    conversion_event_types: list[EventType] = Field(
+        default_factory=lambda: list[EventType](["purchase"]),
+        min_length=1,
+        max_length=len(EVENT_TYPES),
+        description="Event types counted as conversions (conversion rate = users with one / "
+        "users).",
+    )
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> ExperimentIn:
+        names = [v.name for v in self.variants]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(repeated)}")
+        total = sum(v.share_bp for v in self.variants)
+        if total != 10_000:
+            parts = " + ".join(f"{v.name} {v.share:g}" for v in self.variants)
+            raise ValueError(
+                f"variant shares must sum to 100 (percent), got {total / 100:g}: {parts}"
+            )
+        self.click_event_types = list(dict.fromkeys(self.click_event_types))
+        self.conversion_event_types = list(dict.fromkeys(self.conversion_event_types))
+        return self
+
+
+class VariantOut(BaseModel):
+    name: str = Field(examples=["treatment"])
+    share: float = Field(description="Percent of users.", examples=[50])
+    config: VariantConfig
+
+
+class ExperimentOut(BaseModel):
+    """An experiment as stored."""
+
+    name: str = Field(examples=["ranker-v2-vs-v1"])
+    description: str | None = None
+    status: ExperimentStatus = Field(
+        description="`draft` until started; `running` assigns users and logs exposures (one "
+        "experiment at a time); `stopped` is final.",
+        examples=["running"],
+    )
+    salt: str = Field(examples=["3f9a1c7e"])
+    control: str = Field(description="The variant the others are compared to.")
+    variants: list[VariantOut]
+    attribution_window_seconds: int = Field(examples=[1800])
+    click_event_types: list[str] = Field(examples=[["click"]])
+    conversion_event_types: list[str] = Field(examples=[["purchase"]])
+    created_at: datetime
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+
+
+class ExperimentListOut(BaseModel):
+    experiments: list[ExperimentOut]
+
+
+class RateOut(BaseModel):
+    """A rate with its 95% confidence interval (null when there is nothing to divide by)."""
+
+    value: float | None = Field(examples=[0.052])
+    ci_low: float | None = Field(examples=[0.047])
+    ci_high: float | None = Field(examples=[0.057])
+
+
+class ComparisonOut(BaseModel):
+    """One metric of a variant against the control."""
+
+    absolute_difference: float | None = Field(
+        description="Variant minus control.", examples=[0.006]
+    )
+    relative_lift: float | None = Field(
+        description="Variant / control - 1 (0.12 is +12%); null when the control's rate is 0.",
+        examples=[0.12],
+    )
+    lift_ci_low: float | None = Field(examples=[0.03])
+    lift_ci_high: float | None = Field(examples=[0.21])
+    p_value: float | None = Field(
+        description="Two-sided; null while there is not enough data to test.", examples=[0.004]
+    )
+    significant: bool | None = Field(
+        description="p below alpha (Bonferroni-adjusted for several variants); null while there "
+        "is not enough data.",
+    )
+    enough_data: bool
+    note: str = Field(
+        description="The comparison in words.",
+        examples=["CTR +12.0% (95% CI +3.0% to +21.0%), p = 0.004: significant"],
+    )
+
+
+class VariantResultOut(BaseModel):
+    """One variant's numbers."""
+
+    name: str = Field(examples=["treatment"])
+    share: float = Field(description="Configured percent of users.", examples=[50])
+    is_control: bool
+    users: int = Field(description="Users shown at least one answer.", examples=[10412])
+    exposures: int = Field(description="Recommendation answers shown.", examples=[48211])
+    clicks: int = Field(description="Attributed click events.", examples=[2507])
+    conversions: int = Field(description="Attributed conversion events.", examples=[311])
+    converting_users: int = Field(examples=[287])
+    ctr: RateOut = Field(
+        description="Clicks / exposures; the interval accounts for one user seeing many answers "
+        "(delta method)."
+    )
+    conversion_rate: RateOut = Field(description="Converting users / users (Wilson interval).")
+    ctr_vs_control: ComparisonOut | None = Field(
+        default=None, description="Null for the control. z-test, delta-method variance."
+    )
+    conversion_rate_vs_control: ComparisonOut | None = Field(
+        default=None, description="Null for the control. Pooled two-proportion z-test."
+    )
+
+
+class SampleRatioOut(BaseModel):
+    """Do users split as configured? A mismatch means broken assignment or logging, and
+    results that cannot be trusted."""
+
+    p_value: float | None = Field(
+        description="Chi-square goodness of fit of users per variant; null while any variant "
+        "expects fewer than 5 users.",
+        examples=[0.61],
+    )
+    mismatch: bool = Field(description="p below 0.001.")
+    expected_users: dict[str, float] = Field(examples=[{"control": 10400.5, "treatment": 10400.5}])
+    observed_users: dict[str, int] = Field(examples=[{"control": 10389, "treatment": 10412}])
+
+
+class AttributionOut(BaseModel):
+    window_seconds: int = Field(examples=[1800])
+    by_recommendation_id: int = Field(
+        description="Events credited because they carried the answer's recommendation_id."
+    )
+    by_window: int = Field(description="Events credited by the attribution window.")
+
+
+class ExperimentResultsOut(BaseModel):
+    """An experiment's results: per variant counts, rates with 95% intervals, and each
+    treatment against the control. CTR is the primary metric: it decides the verdict."""
+
+    experiment: str = Field(examples=["ranker-v2-vs-v1"])
+    status: ExperimentStatus
+    started_at: datetime | None
+    stopped_at: datetime | None
+    computed_at: datetime
+    verdict: Literal[
+        "not_started", "not_enough_data", "sample_ratio_mismatch", "significant", "not_significant"
+    ] = Field(
+        description="`not_enough_data` until every variant has `min_users_per_variant` users "
+        "and enough clicks to test; `sample_ratio_mismatch` when the split is broken (no "
+        "conclusion should be drawn); otherwise whether some variant's CTR differs "
+        "significantly from the control's."
+    )
+    summary: str = Field(
+        examples=["treatment: CTR +12.0% (95% CI +3.0% to +21.0%), p = 0.004: significant"]
+    )
+    alpha: float = Field(description="Significance level per comparison before adjustment.")
+    min_users_per_variant: int
+    sample_ratio: SampleRatioOut
+    attribution: AttributionOut
+    variants: list[VariantResultOut]

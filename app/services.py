@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.catalog import Catalog
 from app.config import Settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
+from app.experiments.runtime import ExperimentRuntime
 from app.ingest import EventIngestor
 from app.profiles import ProfileStore
 from app.reconcile import ProfileRebuilder, Reconciler
@@ -84,6 +85,7 @@ class Services:
     models: ModelHolder
     catalog_index: CatalogIndex
     recommender: Recommender
+    experiments: ExperimentRuntime
     embedded_redis: Any = None
     reconciler: Reconciler | None = None
     pollers: list[Periodic] = field(default_factory=list)
@@ -119,6 +121,7 @@ class Services:
             models=models,
             catalog_index=catalog_index,
             recommender=recommender,
+            experiments=ExperimentRuntime(settings, engine, sessions, models),
             embedded_redis=embedded,
         )
 
@@ -145,10 +148,14 @@ class Services:
         ]
         for poller in self.pollers:
             poller.start()
+        # After the model: a variant serving the active version shares its loaded copy.
+        self.experiments.start()
 
     def close(self) -> None:
         for poller in self.pollers:
             poller.stop()
+        # Queued exposures are written before the database goes away.
+        self.experiments.close()
         if self.reconciler is not None:
             self.reconciler.stop()
         else:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from app.api.deps import ServicesDep
 from app.api.responses import AUTH_ERRORS, BAD_QUERY, PROFILES_DOWN, Responses
 from app.auth import RequireRead
+from app.experiments.runtime import Assignment
 from app.schemas import (
     ID_MAX,
     ErrorResponse,
@@ -60,6 +61,7 @@ Offset = Annotated[
     responses={**AUTH_ERRORS, **UNKNOWN_LIST, **BAD_QUERY, **PROFILES_DOWN},
 )
 def get_recommendations(
+    request: Request,
     user_id: UserIdPath,
     services: ServicesDep,
     k: K = 10,
@@ -95,7 +97,16 @@ def get_recommendations(
         ),
     ] = None,
 ) -> RecommendationsOut:
-    """The user's recommendations, reflecting their events up to this moment."""
+    """The user's recommendations, reflecting their events up to this moment.
+
+    While an experiment runs, the user's variant decides how the list is made (model version,
+    blend weights or strategy); the answer names the variant, as do the `X-Experiment` and
+    `X-Variant` headers, and its exposure is logged for the experiment's results.
+    """
+    assignment: Assignment | None = getattr(request.state, "experiment", None)
+    if assignment is not None and assignment.user_id != user_id:
+        assignment = None  # an X-User-Id header naming someone else than the path
+    variant = None if assignment is None else assignment.variant
     result = services.recommender.recommend(
         user_id,
         k=k,
@@ -104,12 +115,31 @@ def get_recommendations(
         exclude_seen=exclude_seen,
         categories=categories or (),
         exclude=exclude or (),
+        weights=None if variant is None else variant.weights,
+        model=None if assignment is None else services.experiments.model_for(assignment),
+        strategy="hybrid" if variant is None else variant.strategy,
+    )
+    items = [
+        RecommendedItem(item_id=s.item_id, score=s.score, reason=s.reason) for s in result.items
+    ]
+    if assignment is None:
+        return RecommendationsOut(
+            recommendation_id=result.recommendation_id,
+            user_id=result.user_id,
+            model_version=result.model_version,
+            items=items,
+        )
+    services.experiments.record(
+        assignment,
+        result.recommendation_id,
+        result.model_version,
+        [item.item_id for item in items],
     )
     return RecommendationsOut(
         recommendation_id=result.recommendation_id,
         user_id=result.user_id,
         model_version=result.model_version,
-        items=[
-            RecommendedItem(item_id=s.item_id, score=s.score, reason=s.reason) for s in result.items
-        ],
+        experiment=assignment.experiment.name,
+        variant=assignment.variant.name,
+        items=items,
     )

@@ -10,9 +10,10 @@ trending items instead.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,7 @@ VERBS = {
     "rating": "rated",
 }
 TRENDING_REASON = "trending now"
+ALIGNMENTS_KEPT = 4
 Candidates = Iterable[tuple[str, float]]
 # A fixed reason, or one made per item: (snapshot, catalogue position, asked categories) -> text.
 Reason = str | Callable[[CatalogSnapshot, int, Sequence[str]], str]
@@ -139,12 +141,13 @@ class Recommender:
         self.counts = counts
         self.client = client
         self.settings = settings
-        self._alignment: Alignment | None = None
+        # One per model served (the active one, and those of experiment variants).
+        self._alignments: dict[str, Alignment] = {}
 
     # -- per model and catalogue -------------------------------------------------------------
 
     def alignment(self, model: ServingModel, snapshot: CatalogSnapshot) -> Alignment:
-        cached = self._alignment
+        cached = self._alignments.get(model.version)
         if cached is not None and cached.model is model and cached.snapshot is snapshot:
             return cached
         to_catalog = np.array(
@@ -153,7 +156,15 @@ class Recommender:
         order = np.lexsort((np.arange(model.n_items), -model.popularity))
         popular = [model.item_ids[i] for i in order if model.popularity[i] > 0]
         built = Alignment(model, snapshot, to_catalog, popular)
-        self._alignment = built
+        # Copy on write, keeping only other models' alignments to the same catalogue, so
+        # swapped-out models and snapshots are released.
+        kept = {
+            v: a
+            for v, a in self._alignments.items()
+            if a.snapshot is snapshot and v != model.version
+        }
+        kept[model.version] = built
+        self._alignments = dict(list(kept.items())[-ALIGNMENTS_KEPT:])
         return built
 
     # -- users ---------------------------------------------------------------------------------
@@ -167,14 +178,20 @@ class Recommender:
         exclude_seen: bool = True,
         categories: Sequence[str] = (),
         exclude: Sequence[str] = (),
-        weights: dict[str, float] | None = None,
+        weights: Mapping[str, float] | None = None,
+        model: ServingModel | None = None,
+        strategy: Literal["hybrid", "popularity"] = "hybrid",
     ) -> RecommendationList:
-        """A page of the user's ranked list; a new list unless ``recommendation_id`` names one."""
+        """A page of the user's ranked list; a new list unless ``recommendation_id`` names one.
+
+        An experiment variant may pass another ``model`` than the active one, blend ``weights``,
+        or the ``popularity`` strategy (no personal ranking: popular, then trending items).
+        """
         now = datetime.now(UTC)
         snapshot = self.catalog.snapshot
         if recommendation_id is not None:
             return self._page(recommendation_id, user_id, k, offset, exclude, snapshot, now)
-        model = self.models.current
+        model = self.models.current if model is None else model
         profile = self._profile(user_id, now)
         size = max(self.settings.recommendation_list_size, offset + k)
         allowed = snapshot.eligible(now.timestamp())
@@ -189,13 +206,13 @@ class Recommender:
                 allowed[position] = False
 
         ranked: list[Scored] = []
-        if model is not None:
+        if model is not None and strategy == "hybrid":
             row = user_row(model, profile, self.settings.profile_half_life_seconds)
             if not row.empty:
                 ranked = self._personal(model, snapshot, allowed, row, profile, size, weights)
         taken = {entry.item_id for entry in ranked}
         popular = self._popular_source(model, snapshot)
-        if profile.events == 0:
+        if profile.events == 0 and strategy == "hybrid":
             sources = [self._trending_source(), popular]
         else:
             sources = [popular, self._trending_source()]
@@ -239,7 +256,7 @@ class Recommender:
         row: UserRow,
         profile: ProfileSnapshot,
         size: int,
-        weights: dict[str, float] | None,
+        weights: Mapping[str, float] | None,
     ) -> list[Scored]:
         align = self.alignment(model, snapshot)
         scores = model.score(row, weights)
