@@ -50,8 +50,7 @@ BAD_DEFINITION: Responses = {
         "The definition is invalid; `detail` names every problem (shares not summing to 100, "
         "repeated variant names, unknown model versions, negative blend weights, ...).",
         "ValidationError",
-        "body: variant shares must sum to 100 (percent), got 90: control 50 + "
-        "treatment 40",
+        "body: variant shares must sum to 100 (percent), got 90: control 50 + treatment 40",
     )
 }
 NAME_TAKEN: Responses = {

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db.engine import session_scope
 from app.config import Settings
+from app.db.engine import session_scope
 from app.db.models import Experiment
-from app.main import create_app
 from app.experiments.middleware import user_of
+from app.main import create_app
 from app.services import Services
 from tests.conftest import make_settings
 from tests.experiments.conftest import MakeExperiment
