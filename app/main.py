@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from app.api import events, experiments, health, items, models, recommendations, users
 from app.config import Settings, get_settings
@@ -49,6 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "NO API KEYS CONFIGURED: every endpoint is open to anyone who can reach it. "
                 "Set RECSYS_API_KEYS (format KEY:SCOPE[+SCOPE],...) before exposing the service."
             )
+        # Requests run concurrently and each scores one user (or a batch of them): BLAS
+        # threads would only compete with the request threads for the same cores.
+        threadpool_limits(limits=1, user_api="blas")
         services = await run_in_threadpool(Services.create, settings)
         app.state.services = services
         services.start_background()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from app.api.deps import ServicesDep
 from app.api.responses import AUTH_ERRORS, BAD_QUERY, PROFILES_DOWN, Responses
 from app.auth import RequireRead
+from app.errors import InvalidInput
 from app.experiments.runtime import Assignment
 from app.schemas import (
     ID_MAX,
@@ -19,6 +21,7 @@ from app.schemas import (
     RecommendedItem,
     UserIdPath,
 )
+from app.serving.filters import AttributeFilter, FilterError
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -52,6 +55,16 @@ Offset = Annotated[
         examples=[10],
     ),
 ]
+
+
+def parse_filters(texts: Sequence[str]) -> list[AttributeFilter]:
+    filters = []
+    for text in texts:
+        try:
+            filters.append(AttributeFilter.parse(text))
+        except FilterError as exc:
+            raise InvalidInput(f"attribute: {exc}") from None
+    return filters
 
 
 @router.get(
@@ -96,6 +109,17 @@ def get_recommendations(
             examples=[["sku-123"]],
         ),
     ] = None,
+    attribute: Annotated[
+        list[str] | None,
+        Query(
+            max_length=50,
+            description="Only items whose attributes pass every filter `NAME OP VALUE`, OP one "
+            "of `=`, `!=`, `<`, `<=`, `>`, `>=` (repeat the parameter; several `=` on one name "
+            "mean any of those values). `=` compares numbers by value and booleans as "
+            "`true`/`false`; the order operators need a number.",
+            examples=[["brand=Acme", "price<=100"]],
+        ),
+    ] = None,
 ) -> RecommendationsOut:
     """The user's recommendations, reflecting their events up to this moment.
 
@@ -107,6 +131,7 @@ def get_recommendations(
     if assignment is not None and assignment.user_id != user_id:
         assignment = None  # an X-User-Id header naming someone else than the path
     variant = None if assignment is None else assignment.variant
+    filters = parse_filters(attribute or ())
     result = services.recommender.recommend(
         user_id,
         k=k,
@@ -115,6 +140,7 @@ def get_recommendations(
         exclude_seen=exclude_seen,
         categories=categories or (),
         exclude=exclude or (),
+        attributes=filters,
         weights=None if variant is None else variant.weights,
         model=None if assignment is None else services.experiments.model_for(assignment),
         strategy="hybrid" if variant is None else variant.strategy,

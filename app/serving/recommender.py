@@ -10,10 +10,11 @@ trending items instead.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,7 @@ from app.config import Settings
 from app.errors import ItemNotFound, NotFound, ServiceUnavailable
 from app.profiles import PREFIX, ProfileSnapshot, ProfileStore, event_weight
 from app.serving.catalog_index import CatalogIndex, CatalogSnapshot
+from app.serving.filters import AttributeFilter
 from app.serving.model import ServingModel, UserRow
 from app.serving.store import ModelHolder
 from app.serving.trending import EventCounts, Ranked, Trending
@@ -50,8 +52,7 @@ class RecommendationNotFound(NotFound):
     pass
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):
     item_id: str
     score: float
     reason: str
@@ -143,6 +144,7 @@ class Recommender:
         self.settings = settings
         # One per model served (the active one, and those of experiment variants).
         self._alignments: dict[str, Alignment] = {}
+        self._alignment_lock = threading.Lock()
 
     # -- per model and catalogue -------------------------------------------------------------
 
@@ -150,6 +152,13 @@ class Recommender:
         cached = self._alignments.get(model.version)
         if cached is not None and cached.model is model and cached.snapshot is snapshot:
             return cached
+        with self._alignment_lock:  # one request builds it; the others wait, then share it
+            cached = self._alignments.get(model.version)
+            if cached is not None and cached.model is model and cached.snapshot is snapshot:
+                return cached
+            return self._align(model, snapshot)
+
+    def _align(self, model: ServingModel, snapshot: CatalogSnapshot) -> Alignment:
         to_catalog = np.array(
             [snapshot.position.get(item_id, -1) for item_id in model.item_ids], dtype=np.int64
         )
@@ -178,6 +187,7 @@ class Recommender:
         exclude_seen: bool = True,
         categories: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        attributes: Sequence[AttributeFilter] = (),
         weights: Mapping[str, float] | None = None,
         model: ServingModel | None = None,
         strategy: Literal["hybrid", "popularity"] = "hybrid",
@@ -197,6 +207,8 @@ class Recommender:
         allowed = snapshot.eligible(now.timestamp())
         if categories:
             allowed &= snapshot.in_categories(categories)
+        if attributes:
+            allowed &= snapshot.matching(attributes)
         blocked = set(exclude)
         if exclude_seen:
             blocked.update(profile.item_scores)
@@ -260,19 +272,23 @@ class Recommender:
     ) -> list[Scored]:
         align = self.alignment(model, snapshot)
         scores = model.score(row, weights)
-        in_catalog = align.to_catalog >= 0
-        ok = np.zeros(model.n_items, dtype=bool)
-        ok[in_catalog] = allowed[align.to_catalog[in_catalog]]
-        candidates = np.flatnonzero(ok)
-        if candidates.size > size:
-            part = np.argpartition(-scores[candidates], size - 1)[:size]
-            candidates = candidates[part]
+        # to_catalog is -1 for a model item outside the catalogue: the appended False.
+        ok = np.append(allowed, False)[align.to_catalog]
+        scores[~ok] = -np.inf
+        eligible = int(np.count_nonzero(ok))
+        if eligible > size:
+            candidates = np.argpartition(scores, scores.size - size)[scores.size - size :]
+        else:
+            candidates = np.flatnonzero(ok)
         order = np.lexsort((candidates, -scores[candidates]))
         chosen = candidates[order]
         reasons = self._because(model, snapshot, profile, chosen)
+        item_ids = model.item_ids
         return [
-            Scored(model.item_ids[i], float(scores[i]), reason)
-            for i, reason in zip(chosen.tolist(), reasons, strict=True)
+            Scored(item_ids[i], score, reason)
+            for i, score, reason in zip(
+                chosen.tolist(), scores[chosen].tolist(), reasons, strict=True
+            )
         ]
 
     def _because(
@@ -297,12 +313,11 @@ class Recommender:
             return ["recommended for you"] * int(chosen.size)
         anchor_idx = np.array(list(anchors), dtype=np.int64)
         nearest = model.nearest_of(chosen, anchor_idx)
-        out = []
-        for position in nearest.tolist():
-            index = int(anchor_idx[position])
-            verb = VERBS.get(anchors[index], "viewed")
-            out.append(f"because you {verb} {self._title(snapshot, model.item_ids[index])}")
-        return out
+        texts = [
+            f"because you {VERBS.get(verb, 'viewed')} {self._title(snapshot, model.item_ids[i])}"
+            for i, verb in anchors.items()
+        ]
+        return [texts[position] for position in nearest.tolist()]
 
     @staticmethod
     def _title(snapshot: CatalogSnapshot, item_id: str) -> str:
@@ -321,11 +336,16 @@ class Recommender:
         return iter(self.counts.ranked()), self._popular_in
 
     def _trending_source(self) -> tuple[Candidates, Reason]:
-        try:
-            ranked = self.trending.ranked()
-        except redis.RedisError:
-            ranked = []
-        return iter(ranked), TRENDING_REASON
+        """Trending items, read only when a list needs them."""
+
+        def items() -> Candidates:
+            try:
+                ranked = self.trending.ranked()
+            except redis.RedisError:
+                ranked = []
+            yield from ranked
+
+        return items(), TRENDING_REASON
 
     def _popular_in(
         self, snapshot: CatalogSnapshot, position: int, categories: Sequence[str]
