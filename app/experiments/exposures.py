@@ -54,8 +54,10 @@ def exposure(
 class ExposureWriter:
     """Queues exposures and writes them in batches on a daemon thread.
 
-    A batch is written when ``batch_size`` exposures are waiting or ``flush_seconds`` after its
-    first one arrived, whichever comes first.
+    The thread sleeps between rounds and is woken only when a full batch is waiting, or after
+    ``flush_seconds``: a request never hands the interpreter over to it (waking a thread on
+    every put would cost each request a switch), and at low traffic an exposure waits at most
+    ``flush_seconds``.
     """
 
     def __init__(
@@ -74,7 +76,8 @@ class ExposureWriter:
         self.retry_seconds = retry_seconds
         self._queue: queue.Queue[Exposure] = queue.Queue(maxsize=capacity)
         self._stop = threading.Event()
-        self._hurry = threading.Event()
+        self._wake = threading.Event()
+        # Held by whoever is writing a batch taken from the queue: flush() waits on it.
         self._writing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()
@@ -90,7 +93,10 @@ class ExposureWriter:
             EXPOSURES_DROPPED.labels(reason="queue_full").inc()
             with self._count_lock:
                 self.dropped += 1
+            self._wake.set()
             return False
+        if self._queue.qsize() >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
         return True
 
     @property
@@ -105,6 +111,7 @@ class ExposureWriter:
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, then stop the thread."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
         # Whatever the thread left (never started, or stopped by the timeout) is written here.
@@ -112,57 +119,35 @@ class ExposureWriter:
             self._drain()
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Write everything queued so far, including a batch the thread is gathering, before
-        returning (so results read right after count every exposure recorded before)."""
-        self._hurry.set()
-        try:
-            self._drain()
-            if self._writing.acquire(timeout=timeout):
-                self._writing.release()
-        finally:
-            self._hurry.clear()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                first = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            self._write(self._gather(first, wait=False))
+        """Write everything queued so far before returning, including a batch the thread is
+        writing (so results read right after count every exposure recorded before)."""
+        self._drain()
+        if self._writing.acquire(timeout=timeout):
+            self._writing.release()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # Held from taking a batch until it is written: flush() waits on it.
-            with self._writing:
-                try:
-                    # A short wait, so that a stop is noticed at once.
-                    first: Exposure | None = self._queue.get(timeout=0.1)
-                except queue.Empty:
-                    first = None
-                if first is not None:
-                    self._write(self._gather(first, wait=True))
-            if self._hurry.is_set():
-                time.sleep(0.005)  # let the flushing thread take the lock
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self._drain()
         self._drain()
 
-    def _gather(self, first: Exposure, wait: bool) -> list[Exposure]:
-        """A batch of up to ``batch_size`` rows starting with ``first``. With ``wait``, waits
-        until the batch is full or ``first`` has waited ``flush_seconds``."""
-        batch = [first]
-        deadline = time.monotonic() + self.flush_seconds
+    def _drain(self) -> None:
+        """Write batches until the queue is empty."""
+        while True:
+            with self._writing:
+                batch = self._take()
+                if not batch:
+                    return
+                self._write(batch)
+
+    def _take(self) -> list[Exposure]:
+        batch: list[Exposure] = []
         while len(batch) < self.batch_size:
             try:
                 batch.append(self._queue.get_nowait())
-                continue
             except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if not wait or remaining <= 0 or self._stop.is_set() or self._hurry.is_set():
                 break
-            try:
-                batch.append(self._queue.get(timeout=min(remaining, 0.05)))
-            except queue.Empty:
-                continue
         return batch
 
     def _write(self, batch: list[Exposure]) -> None:
