@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import ServicesDep
-from app.api.responses import AUTH_ERRORS, BAD_JSON, Responses, error_response
+from app.api.responses import AUTH_ERRORS, Responses, error_response
 from app.auth import RequireAdmin
 from app.experiments.service import ExperimentAdmin
 from app.schemas import (
@@ -53,6 +53,13 @@ BAD_DEFINITION: Responses = {
         "body: variant shares must sum to 100 (percent), got 90: control 50 + treatment 40",
     )
 }
+MALFORMED: Responses = {
+    400: error_response(
+        "The body is not valid JSON.",
+        "MalformedJSON",
+        "the request body is not valid JSON (Expecting property name enclosed in double quotes)",
+    )
+}
 NAME_TAKEN: Responses = {
     409: error_response(
         "An experiment of this name exists.",
@@ -87,7 +94,7 @@ CANNOT_STOP: Responses = {
     "",
     status_code=201,
     response_model=ExperimentOut,
-    responses={**AUTH_ERRORS, **BAD_JSON, **BAD_DEFINITION, **NAME_TAKEN},
+    responses={**AUTH_ERRORS, **MALFORMED, **BAD_DEFINITION, **NAME_TAKEN},
 )
 def create_experiment(body: ExperimentIn, admin: AdminDep) -> ExperimentOut:
     """Define an experiment as a draft; nothing changes for users until it is started."""

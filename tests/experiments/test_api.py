@@ -235,3 +235,41 @@ def test_a_variant_whose_model_cannot_be_loaded_is_not_started(
     detail = response.json()["detail"]
     assert f"variant 'b' cannot be served: model version '{first.version}' cannot be" in detail
     assert client.get("/v1/experiments/exp").json()["status"] == "draft"
+
+
+ENDPOINTS = [
+    ("/v1/experiments", "post"),
+    ("/v1/experiments", "get"),
+    ("/v1/experiments/{name}", "get"),
+    ("/v1/experiments/{name}/start", "post"),
+    ("/v1/experiments/{name}/stop", "post"),
+    ("/v1/experiments/{name}/results", "get"),
+]
+
+
+def test_openapi_documents_every_parameter_and_error(client: TestClient) -> None:
+    """What an operator reads on /docs: parameters with descriptions and examples, and every
+    error answer with an example body."""
+    document = client.get("/openapi.json").json()
+    for path, method in ENDPOINTS:
+        operation = document["paths"][path][method]
+        assert operation.get("summary"), (path, method)
+        assert operation.get("description"), (path, method)
+        for parameter in operation.get("parameters", []):
+            where = (path, method, parameter["name"])
+            assert parameter.get("description"), where
+            assert parameter.get("examples") or parameter["schema"].get("examples"), where
+        responses = operation["responses"]
+        assert {"401", "403", "422"} <= set(responses), (path, method)
+        for status, response in responses.items():
+            if status.startswith("4") and status not in ("401", "403"):
+                example = response["content"]["application/json"]["example"]
+                assert example["error"], (path, method, status)
+                assert example["detail"], (path, method, status)
+        if "{name}" in path:
+            assert "404" in responses, (path, method)
+    for path, method in [ENDPOINTS[0], ENDPOINTS[3], ENDPOINTS[4]]:
+        assert "409" in document["paths"][path][method]["responses"], (path, method)
+    schemas = document["components"]["schemas"]
+    assert schemas["ExperimentIn"]["examples"]
+    assert schemas["VariantConfig"]["examples"]
