@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ingest import (  # noqa: E402  (bench/ is the script's own directory)
+    API_KEY,
     _get,
     _open_loop,
     _percentile,
@@ -60,7 +61,6 @@ from ingest import (  # noqa: E402  (bench/ is the script's own directory)
     run_async,
 )
 
-API_KEY = "bench-serving-key-0123456789abcdef"
 READY_MARK = "shop.json"
 
 
@@ -277,6 +277,8 @@ def run_wrk(
         "-t1",
         f"-c{args.connections}",
         f"-d{args.duration}s",
+        "--timeout",
+        "10s",
         "-s",
         str(script),
         f"http://127.0.0.1:{server.port}",

@@ -21,10 +21,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
+
+
+def _stats() -> Any:
+    """scipy.stats, imported on the first analysis: importing it costs every API process
+    tens of megabytes that only the results endpoint needs."""
+    from scipy import stats
+
+    return stats
+
 
 ALPHA = 0.05
 # A sample ratio mismatch is a broken split, not a subtle effect: flag it only when the odds of
@@ -33,7 +41,7 @@ SRM_ALPHA = 0.001
 
 
 def _z(alpha: float) -> float:
-    return float(stats.norm.ppf(1.0 - alpha / 2.0))
+    return float(_stats().norm.ppf(1.0 - alpha / 2.0))
 
 
 def _floats(value: ArrayLike) -> FloatArray:
@@ -81,7 +89,7 @@ def two_proportion_test(
         pooled = (xa + xb) / (na + nb)
         se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb))
         z = (xb / nb - xa / na) / se
-        p = 2.0 * stats.norm.sf(np.abs(z))
+        p = 2.0 * _stats().norm.sf(np.abs(z))
     p = np.where(se == 0, 1.0, p)
     return np.where((na == 0) | (nb == 0), np.nan, p)
 
@@ -161,7 +169,7 @@ def difference_test(
     )
     se = np.sqrt(va + vb)
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = 2.0 * stats.norm.sf(np.abs(b - a) / se)
+        p = 2.0 * _stats().norm.sf(np.abs(b - a) / se)
     return np.where(se == 0, np.where(a == b, 1.0, 0.0), p)
 
 
@@ -196,5 +204,5 @@ def sample_ratio_mismatch(observed: ArrayLike, shares: ArrayLike) -> float | Non
     expected = counts.sum() * weights / weights.sum()
     if counts.size < 2 or (expected < 5).any():
         return None
-    result: Any = stats.chisquare(counts, f_exp=expected)
+    result: Any = _stats().chisquare(counts, f_exp=expected)
     return float(result.pvalue)

@@ -8,6 +8,7 @@ new snapshot and swaps the reference, so no request sees half an update.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Item
 from app.db.queries import as_utc, chunks
+from app.memory import release_free_memory
 from app.serving.filters import AttributeFilter, canonical
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 OVERLAP = timedelta(seconds=60)
 # A full reload now and then, in case a write slipped through the overlap.
 FULL_RELOAD_EVERY = 60
+# Freed memory goes back to the system after a refresh that changed at least this many items.
+TRIM_AFTER = 1_000
 
 IntArray = npt.NDArray[np.int64]
 
@@ -181,14 +185,19 @@ def _epoch(value: datetime | None, default: float) -> float:
 
 
 def _rules(row: Any) -> ItemRules:
+    # Category names, attribute names and text values repeat across the catalogue: one copy
+    # of each string for all items.
     return ItemRules(
         item_id=row.item_id,
         title=row.title,
-        categories=tuple(row.categories or ()),
+        categories=tuple(sys.intern(c) for c in row.categories or ()),
         shown=bool(row.available) and not bool(row.hidden),
         available_from=_epoch(row.available_from, -np.inf),
         available_until=_epoch(row.available_until, np.inf),
-        attributes=tuple(sorted((row.attributes or {}).items())),
+        attributes=tuple(
+            (sys.intern(name), sys.intern(value) if isinstance(value, str) else value)
+            for name, value in sorted((row.attributes or {}).items())
+        ),
     )
 
 
@@ -237,8 +246,9 @@ class CatalogIndex:
                 query = query.where(Item.updated_at >= since)
             started = datetime.now(UTC)
             with self.sessions() as session:
-                rows = session.execute(query).all()
-            changed = [_rules(row) for row in rows]
+                # In chunks: a whole catalogue of rows at once would set the process's peak.
+                result = session.execute(query.execution_options(yield_per=2_000))
+                changed = [_rules(row) for row in result]
             # Anchored at when this read started, not at the newest row seen: otherwise a
             # catalogue that stopped changing is re-read whole on every refresh.
             self._watermark = started
@@ -270,4 +280,6 @@ class CatalogIndex:
         generation = 0 if current is None else current.generation + 1
         snapshot = CatalogSnapshot.build(generation, merged.values())
         self._snapshot = snapshot
+        if replace_all or len(changed) >= TRIM_AFTER:
+            release_free_memory()  # the rows read and the previous snapshot's arrays
         return snapshot

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import scipy.linalg
 
 from app.serving.batching import BatchedProduct
 from training.artifact import ArtifactError, ModelArtifact
@@ -167,7 +166,7 @@ class ServingModel:
     item_ids: list[str]
     index: dict[str, int]
     item_factors: FloatArray
-    unit_factors: FloatArray
+    factor_norms: npt.NDArray[np.float32]
     system: npt.NDArray[np.float64]
     alpha: float
     confidence: Literal["linear", "log"]
@@ -244,13 +243,15 @@ class ServingModel:
         cold = popularity <= 0
         unit_embeddings = None if embeddings is None else unit_rows(embeddings)
         linear = LinearBlend.build(factors, cold, unit_embeddings, popularity)
+        if unit_embeddings is not None:  # the same numbers: keep one copy
+            unit_embeddings = linear.items[:, factors.shape[1] : -1]
         return cls(
             version=artifact.version,
             created_at=artifact.created_at,
             item_ids=item_ids,
             index={item_id: i for i, item_id in enumerate(item_ids)},
             item_factors=factors,
-            unit_factors=unit_rows(factors),
+            factor_norms=np.linalg.norm(factors, axis=1).astype(np.float32),
             system=system,
             alpha=params["alpha"],
             confidence="log" if confidence == "log" else "linear",
@@ -285,10 +286,7 @@ class ServingModel:
         weight = np.abs(conf) - 1.0
         lhs = self.system + (rows * weight[:, None]).T @ rows
         rhs = np.where(conf > 0, conf, 0.0) @ rows
-        # Symmetric positive definite: every item's outer product ends up weighted |c_i| >= 0
-        # (Y^T Y holds each once) and reg > 0, so a Cholesky solve applies.
-        solution = scipy.linalg.solve(lhs, rhs, assume_a="pos", check_finite=False)
-        return np.asarray(solution, dtype=np.float32)
+        return np.linalg.solve(lhs, rhs).astype(np.float32)
 
     def content_profile(self, row: UserRow) -> FloatArray | None:
         """Unit-length sum of the row's item embeddings weighted by its values; None without
@@ -337,7 +335,9 @@ class ServingModel:
         interactions in training, no embedding) is left out."""
         parts: list[tuple[float, FloatArray]] = []
         if not self.cold[item] and float(np.abs(self.item_factors[item]).sum()) > 0:
-            cosine = self.unit_factors @ self.unit_factors[item]
+            cosine = (self.item_factors @ self.item_factors[item]) / np.maximum(
+                self.factor_norms * self.factor_norms[item], 1e-12
+            )
             if self.cold.any() and not self.cold.all():
                 cosine[self.cold] = cosine[~self.cold].mean()
             parts.append((self.weights["als"], cosine))
@@ -358,6 +358,10 @@ class ServingModel:
     def nearest_of(self, candidates: IntArray, anchors: IntArray) -> IntArray:
         """For every candidate, the position in ``anchors`` of the most similar anchor (by
         content embedding, else by ALS factors)."""
-        basis = self.unit_embeddings if self.unit_embeddings is not None else self.unit_factors
-        similarity = basis[candidates] @ basis[anchors].T
+        if self.unit_embeddings is not None:
+            similarity = self.unit_embeddings[candidates] @ self.unit_embeddings[anchors].T
+        else:
+            similarity = (
+                unit_rows(self.item_factors[candidates]) @ unit_rows(self.item_factors[anchors]).T
+            )
         return np.asarray(similarity.argmax(axis=1), dtype=np.int64)

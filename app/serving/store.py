@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import ModelVersion
+from app.memory import release_free_memory
 from app.monitoring import MODEL_INFO, MODEL_LOADED, MODEL_RELOAD_FAILURES, MODEL_RELOADS
 from app.serving.model import ServingModel
 from training.artifact import ArtifactError, ModelArtifact
@@ -99,6 +100,8 @@ class ModelHolder:
                 )
                 return ReloadOutcome(previous, previous, False, version, self.last_error)
             self.install(model)
+            del artifact, model
+            release_free_memory()  # the loading temporaries
             self._refused = None
             self.last_error = None
             log.info("serving model %s (was %s)", version, previous or "no model")
