@@ -31,11 +31,8 @@ from app.db.engine import session_scope
 from app.db.queries import (
     EventRow,
     clear_pending_batches,
-    insert_new_events,
-    insert_stub_items,
-    item_categories,
-    mark_pending,
     store_events_postgresql,
+    store_events_sqlite,
 )
 from app.errors import rejection
 from app.monitoring import EVENTS, PROFILE_UPDATES
@@ -55,6 +52,7 @@ class IngestOutcome:
     duplicates: int = 0
     rejected: int = 0
     stored: list[ProfileEvent] = field(default_factory=list)
+    batch_id: str = ""
 
 
 class ConfirmedBatches:
@@ -118,18 +116,28 @@ class EventIngestor:
 
     # -- ingestion -----------------------------------------------------------------------
 
-    def ingest_raw(self, raw_events: Sequence[Any], now: datetime | None = None) -> IngestOutcome:
+    def ingest_raw(
+        self, raw_events: Sequence[Any], now: datetime | None = None, update_profiles: bool = True
+    ) -> IngestOutcome:
         """Validate and ingest a batch of raw JSON events."""
         valid, rejected = self.parse(raw_events)
-        outcome = self.ingest(valid, now=now)
+        outcome = self.ingest(valid, now=now, update_profiles=update_profiles)
         outcome.results = sorted(outcome.results + rejected, key=lambda r: r.index)
         outcome.rejected += len(rejected)
         return outcome
 
     def ingest(
-        self, events: Sequence[tuple[int, EventIn]], now: datetime | None = None
+        self,
+        events: Sequence[tuple[int, EventIn]],
+        now: datetime | None = None,
+        update_profiles: bool = True,
     ) -> IngestOutcome:
-        """Store valid events exactly once and update the live profiles of the new ones."""
+        """Store valid events exactly once and update the live profiles of the new ones.
+
+        With ``update_profiles=False`` (bulk imports) the new events' users keep their pending
+        marks instead: their profiles are rebuilt from the database afterwards, by
+        ``ProfileRebuilder.rebuild_batches`` or by the reconciler.
+        """
         now = now or datetime.now(UTC)
         latest_allowed = now + timedelta(seconds=self.settings.max_future_seconds)
         results: dict[int, EventResult] = {}
@@ -192,10 +200,16 @@ class EventIngestor:
             else:
                 results[index] = EventResult(index=index, event_id=row.event_id, status="duplicate")
 
-        profile = self._apply(new_events, categories, batch_id, now)
+        if update_profiles:
+            profile = self._apply(new_events, categories, batch_id, now)
+        else:
+            profile = "pending" if new_events else "unchanged"
 
         outcome = IngestOutcome(
-            results=[results[i] for i in sorted(results)], profile=profile, stored=new_events
+            results=[results[i] for i in sorted(results)],
+            profile=profile,
+            stored=new_events,
+            batch_id=batch_id,
         )
         types = {index: event.type for index, event in events}
         counted: Counter[tuple[str, str]] = Counter()
@@ -223,19 +237,10 @@ class EventIngestor:
                     conn, rows, batch_id, now, stub_unknown
                 )
             return stored, categories, unknown, batch_id
-        item_ids = list(dict.fromkeys(row.item_id for row in rows))
-        with session_scope(self.sessions) as session:
-            categories = item_categories(session, item_ids)
-            unknown = {item_id for item_id in item_ids if item_id not in categories}
-            if unknown and stub_unknown:
-                insert_stub_items(session, sorted(unknown), now)
-                for item_id in unknown:
-                    categories[item_id] = []
-                unknown = set()
-            insertable = [row for row in rows if row.item_id not in unknown]
-            stored = insert_new_events(session, [row._asdict() for row in insertable])
-            users = {row.user_id for row in insertable if row.event_id in stored}
-            mark_pending(session, batch_id, sorted(users), now)
+        with self._engine.connect() as conn:
+            stored, categories, unknown = store_events_sqlite(
+                conn, rows, batch_id, now, stub_unknown
+            )
         return stored, categories, unknown, batch_id
 
     def _apply(

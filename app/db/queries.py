@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, Select, delete, insert, select
+from sqlalchemy import Connection, Select, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,41 +60,6 @@ def item_categories(session: Session, item_ids: Sequence[str]) -> dict[str, list
         for item_id, categories in rows:
             found[item_id] = list(categories or [])
     return found
-
-
-def insert_stub_items(session: Session, item_ids: Iterable[str], now: datetime) -> None:
-    rows = [
-        {
-            "item_id": item_id,
-            "categories": [],
-            "tags": [],
-            "attributes": {},
-            "available": True,
-            "hidden": False,
-            "is_stub": True,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for item_id in item_ids
-    ]
-    if rows:
-        stmt = dialect_insert(session)(Item).on_conflict_do_nothing(index_elements=["item_id"])
-        session.execute(stmt, rows)
-
-
-def insert_new_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert events whose ``event_id`` is new; return the ids actually inserted."""
-    inserted: set[str] = set()
-    if not rows:
-        return inserted
-    stmt = (
-        dialect_insert(session)(Event.__table__)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(Event.__table__.c.event_id)
-    )
-    for chunk in chunks(rows, 1000):
-        inserted.update(session.execute(stmt, list(chunk)).scalars())
-    return inserted
 
 
 # The whole write of a batch in one statement (so in one transaction when run in autocommit):
@@ -189,10 +154,107 @@ def store_events_postgresql(
     return set(inserted or ()), categories, unknown
 
 
-def mark_pending(session: Session, batch_id: str, user_ids: Iterable[str], now: datetime) -> None:
-    rows = [{"batch_id": batch_id, "user_id": u, "created_at": now} for u in user_ids]
-    if rows:
-        session.execute(insert(PendingProfileUpdate), rows)
+INSERT_EVENTS_SQLITE = (
+    "INSERT INTO events (event_id, user_id, item_id, type, value, occurred_at, received_at, "
+    "recommendation_id, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_STUBS_SQLITE = (
+    "INSERT INTO items (item_id, categories, tags, attributes, available, hidden, is_stub, "
+    "created_at, updated_at) VALUES (?, '[]', '[]', '{}', 1, 0, 1, ?, ?) "
+    "ON CONFLICT (item_id) DO NOTHING"
+)
+INSERT_PENDING_SQLITE = (
+    "INSERT INTO pending_profile_updates (batch_id, user_id, created_at) VALUES (?, ?, ?)"
+)
+
+
+def store_events_sqlite(
+    connection: Connection,
+    rows: Sequence[EventRow],
+    batch_id: str,
+    now: datetime,
+    stub_unknown: bool,
+) -> tuple[set[str], dict[str, list[str]], set[str]]:
+    """Store a batch of event rows in one SQLite write transaction; what
+    ``store_events_postgresql`` does, with the same answer.
+
+    ``BEGIN IMMEDIATE`` takes the database's write lock first, so the events found missing are
+    exactly the ones inserted: nobody else can write in between. The rows go to the driver's
+    ``executemany`` as tuples, converted by the columns' own types (the values SQLAlchemy would
+    store), since SQLite answers a multi-row ``INSERT ... RETURNING`` much more slowly.
+    ``connection`` must not be in a transaction.
+    """
+    dialect = connection.dialect
+    stamp = _bind(Event.__table__.c.occurred_at, dialect)
+    as_json = _bind(Event.__table__.c.context, dialect)
+    connection.exec_driver_sql("PRAGMA cache_size=-131072")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        item_ids = list(dict.fromkeys(row.item_id for row in rows))
+        categories: dict[str, list[str]] = {}
+        for chunk in chunks(item_ids):
+            marks = ", ".join("?" * len(chunk))
+            found = connection.exec_driver_sql(
+                f"SELECT item_id, categories FROM items WHERE item_id IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            )
+            for item_id, cats in found:
+                loaded = orjson.loads(cats) if cats else []
+                categories[item_id] = loaded if isinstance(loaded, list) else []
+        unknown = {item_id for item_id in item_ids if item_id not in categories}
+        if unknown and stub_unknown:
+            created = stamp(now)
+            connection.exec_driver_sql(
+                INSERT_STUBS_SQLITE, [(item_id, created, created) for item_id in sorted(unknown)]
+            )
+            for item_id in unknown:
+                categories[item_id] = []
+            unknown = set()
+        existing: set[str] = set()
+        event_ids = [row.event_id for row in rows]
+        for chunk in chunks(event_ids):
+            marks = ", ".join("?" * len(chunk))
+            existing.update(
+                connection.exec_driver_sql(
+                    f"SELECT event_id FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                    tuple(chunk),
+                ).scalars()
+            )
+        received = stamp(now)
+        new = [row for row in rows if row.event_id not in existing and row.item_id not in unknown]
+        if new:
+            connection.exec_driver_sql(
+                INSERT_EVENTS_SQLITE,
+                [
+                    (
+                        row.event_id,
+                        row.user_id,
+                        row.item_id,
+                        row.type,
+                        row.value,
+                        stamp(row.occurred_at),
+                        received,
+                        row.recommendation_id,
+                        None if row.context is None else as_json(row.context),
+                    )
+                    for row in new
+                ],
+            )
+            users = sorted({row.user_id for row in new})
+            connection.exec_driver_sql(
+                INSERT_PENDING_SQLITE, [(batch_id, user_id, received) for user_id in users]
+            )
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return {row.event_id for row in new}, categories, unknown
+
+
+def _bind(column: Any, dialect: Any) -> Any:
+    """The function that turns a Python value into what ``column`` stores on ``dialect``."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 def clear_pending_batches(session: Session, batch_ids: Sequence[str]) -> None:
