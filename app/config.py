@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,40 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "like": 4.0,
     "dislike": -4.0,
 }
+
+# Names other systems give the event types (Google Analytics 4, shop exports); sources other
+# than the HTTP API map them before validation. Keys are compared lower-case with spaces and
+# dashes as underscores.
+DEFAULT_EVENT_TYPE_ALIASES: dict[str, str] = {
+    "pageview": "view",
+    "page_view": "view",
+    "view_item": "view",
+    "detail_view": "view",
+    "select_item": "click",
+    "select": "click",
+    "cart": "add_to_cart",
+    "addtocart": "add_to_cart",
+    "add_cart": "add_to_cart",
+    "basket": "add_to_cart",
+    "add_to_basket": "add_to_cart",
+    "buy": "purchase",
+    "order": "purchase",
+    "checkout": "purchase",
+    "transaction": "purchase",
+    "rate": "rating",
+    "favorite": "like",
+    "favourite": "like",
+    "thumbs_up": "like",
+    "upvote": "like",
+    "thumbs_down": "dislike",
+    "downvote": "dislike",
+}
+
+
+def normalise_event_type(name: str) -> str:
+    """The form event-type names and aliases are compared in: trimmed, lower-case, with spaces
+    and dashes as underscores."""
+    return "_".join(name.strip().lower().replace("-", " ").split())
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
@@ -126,6 +160,52 @@ class Settings(BaseSettings):
     unknown_items: Literal["stub", "reject"] = "stub"
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
 
+    # Imports (files, databases, HTTP APIs) and the stream consumer
+    event_type_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_TYPE_ALIASES),
+        description="JSON object of other names for event types, used by imports and the "
+        'stream consumer (e.g. {"buy": "purchase"}); added to the built-in ones.',
+    )
+    import_batch_size: int = Field(
+        default=10_000, ge=1, le=100_000, description="Rows an import stores per transaction."
+    )
+    import_authorization: SecretStr = Field(
+        default=SecretStr(""),
+        description="Authorization header value sent to HTTP sources of imports "
+        "(e.g. `Bearer <token>`), so the secret stays off the command line.",
+    )
+    stream_key: str = Field(default="recsys:events", min_length=1, max_length=200)
+    stream_group: str = Field(default="recsys-ingest", min_length=1, max_length=200)
+    stream_dead_letter_key: str = Field(
+        default="recsys:events:dead-letter", min_length=1, max_length=200
+    )
+    stream_dead_letter_max_length: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Entries the dead-letter stream keeps (approximately); older ones are trimmed.",
+    )
+    stream_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="Messages the consumer reads per batch."
+    )
+    stream_block_ms: int = Field(
+        default=1000, ge=1, le=60_000, description="How long one read waits for new messages."
+    )
+    stream_claim_idle_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Messages delivered this long ago and not acknowledged belong to a dead "
+        "consumer: another consumer claims them.",
+    )
+    stream_max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="A message claimed after this many deliveries goes to the dead-letter stream.",
+    )
+    stream_metrics_host: str = "127.0.0.1"
+    stream_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="Prometheus metrics of the consumer; 0: off."
+    )
+
     # Live profiles
     profile_half_life_days: float = Field(default=30.0, gt=0)
     profile_recent_max: int = Field(default=100, ge=1, le=10_000)
@@ -201,6 +281,19 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown event types {unknown}; allowed: {', '.join(EVENT_TYPES)}")
         return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @field_validator("event_type_aliases")
+    @classmethod
+    def _check_event_type_aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        aliases = dict(DEFAULT_EVENT_TYPE_ALIASES)
+        for alias, target in value.items():
+            if target not in EVENT_TYPES:
+                raise ValueError(
+                    f"alias {alias!r} names unknown event type {target!r}; "
+                    f"allowed: {', '.join(EVENT_TYPES)}"
+                )
+            aliases[normalise_event_type(alias)] = target
+        return aliases
 
     @model_validator(mode="after")
     def _refuse_open_production(self) -> Settings:
