@@ -227,11 +227,12 @@ class ProfileStore:
         categories: Mapping[str, Sequence[str]],
     ) -> None:
         """Replace whole profiles with ones computed from each user's complete event history."""
+        # One MULTI per call (one per user on Redis Cluster, where a transaction stays within
+        # a slot): a reader never sees a half-written profile, and the call is one round trip.
+        pipe = self.client.pipeline(transaction=True)
         for user_id, events in events_by_user.items():
             keys = user_keys(user_id)
             built = self.compute_profile(events, categories)
-            # One MULTI per user: a reader never sees a half-written profile.
-            pipe = self.client.pipeline(transaction=True)
             pipe.delete(*keys.all())
             for key, mapping in (
                 (keys.items, built["items"]),
@@ -243,7 +244,9 @@ class ProfileStore:
                     pipe.hset(key, mapping=mapping)
             if built["recent"]:
                 pipe.zadd(keys.recent, built["recent"])
-            pipe.execute()
+            if self._cluster:
+                pipe.execute()
+        pipe.execute()
 
     def replace_counters(self, events: Iterable[ProfileEvent], now: datetime | None = None) -> None:
         """Recompute every live time bucket from the given events (all events in the window)."""

@@ -93,6 +93,44 @@ class ProfileRebuilder:
 
         store.replace_counters(window(), now=now)
 
+    def rebuild_batches(
+        self, batch_ids: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Rebuild the profiles of the users that these ingestion batches marked pending (a bulk
+        import's), clear those marks and recompute the trending counters.
+
+        Each user is rebuilt once, from all their events, however many batches named them.
+        ``progress`` is called with the number of profiles rebuilt so far. Returns that number.
+        """
+        rebuilt = 0
+        for id_chunk in chunks(list(dict.fromkeys(batch_ids)), 1000):
+            with self.sessions() as session:
+                users = session.scalars(
+                    select(PendingProfileUpdate.user_id)
+                    .where(PendingProfileUpdate.batch_id.in_(id_chunk))
+                    .distinct()
+                    .order_by(PendingProfileUpdate.user_id)
+                    .execution_options(yield_per=5000)
+                )
+                chunk: list[str] = []
+                for user_id in users:
+                    chunk.append(user_id)
+                    if len(chunk) == 500:
+                        rebuilt += self.rebuild_users(chunk)
+                        chunk = []
+                        if progress is not None:
+                            progress(rebuilt)
+                if chunk:
+                    rebuilt += self.rebuild_users(chunk)
+                    if progress is not None:
+                        progress(rebuilt)
+            with session_scope(self.sessions) as session:
+                session.execute(
+                    delete(PendingProfileUpdate).where(PendingProfileUpdate.batch_id.in_(id_chunk))
+                )
+        self.rebuild_counters()
+        return rebuilt
+
     def all_user_ids(self, batch: int = 10_000) -> Iterator[list[str]]:
         """Every user with events, in sorted batches."""
         last = ""

@@ -41,6 +41,7 @@ from training.evaluation import (
     summarise_folds,
 )
 from training.evaluation import tune as run_tuning
+from training.import_cli import import_cli
 from training.pipeline import TrainingError, TrainOptions
 from training.pipeline import train as run_training
 from training.registry import Registry, RegistryError
@@ -56,6 +57,7 @@ cli = typer.Typer(
 )
 models_cli = typer.Typer(help="List, promote and roll back model versions.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
+cli.add_typer(import_cli, name="import")
 console = Console(stderr=True)
 # Reports are tables: keep them whole when the output goes to a file or a pipe.
 out = Console() if sys.stdout.isatty() else Console(width=140)

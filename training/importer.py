@@ -1,0 +1,336 @@
+"""Imports: records from any source, cleansed, validated and stored through the service's one
+ingestion path (``EventIngestor`` for events, ``Catalog`` for items), every row accounted for.
+
+A row is *imported* (stored now), a *duplicate* (stored before, or an exact duplicate of an
+earlier row) or *quarantined* (written to the quarantine file with the reason); the three always
+add up to the rows read. Rows are stored in batches, one transaction each; while one batch is
+being stored the next one is read and cleansed, so the database and the parsing overlap.
+
+Events of an import do not update live profiles one batch at a time: their users keep the
+pending marks that every ingestion writes with the events, and once the import ends their
+profiles are rebuilt from the database in one pass. An import that dies leaves the marks
+behind, and the service's reconciler rebuilds those profiles instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.cleansing import RecentDuplicates, Rejected
+from app.ingest import IngestOutcome
+from app.schemas import ItemBatchAck
+from app.services import Services
+from training.sources import SourceError, Unreadable
+from training.sources.quarantine import QuarantineFile
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["events", "items"]
+# Distinct reasons kept in the report; rarer ones are summed under one line.
+MAX_REASONS = 1000
+OTHER_REASONS = "(other reasons)"
+
+
+@dataclass
+class ImportReport:
+    """What became of every row read."""
+
+    kind: str
+    source: str
+    read: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    stopped: str | None = None
+    failed: bool = False
+    ignored_columns: list[str] = field(default_factory=list)
+    quarantine_path: Path | None = None
+    profiles: str = ""
+    seconds: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        """imported + duplicates + quarantined = read."""
+        return self.imported + self.duplicates + self.quarantined == self.read
+
+    @property
+    def error_rate(self) -> float:
+        return self.quarantined / self.read if self.read else 0.0
+
+    def add_reason(self, reason: str) -> None:
+        if reason in self.reasons or len(self.reasons) < MAX_REASONS:
+            self.reasons[reason] += 1
+        else:
+            self.reasons[OTHER_REASONS] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "read": self.read,
+            "imported": self.imported,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "balanced": self.balanced,
+            "reasons": dict(self.reasons.most_common()),
+            "stopped": self.stopped,
+            "failed": self.failed,
+            "ignored_columns": self.ignored_columns,
+            "quarantine_file": str(self.quarantine_path) if self.quarantine_path else None,
+            "profiles": self.profiles,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.read / self.seconds) if self.seconds else None,
+        }
+
+
+@dataclass
+class _Batch:
+    """Rows read and cleansed, waiting to be stored."""
+
+    first_row: int
+    size: int = 0
+    # Parallel lists: what goes to the ingestion path, the row it came from, the original.
+    payload: list[Any] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    originals: list[Any] = field(default_factory=list)
+    rejected: list[tuple[int, Any, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class Importer:
+    """Runs one import.
+
+    Parameters
+    ----------
+    services : the service's database and Redis
+    kind : ``events`` or ``items``
+    cleanser : raw record -> cleansed record, raising ``Rejected``
+    quarantine : where bad rows go (``None``: nowhere, they are only counted)
+    batch_size : rows per transaction
+    max_error_rate : stop once the share of quarantined rows read so far exceeds it
+    live_profiles : update live profiles batch by batch, as the API does, instead of
+        rebuilding them once at the end
+    on_batch : called with the report after each stored batch
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        kind: Kind,
+        cleanser: Callable[[Any], dict[str, Any]],
+        quarantine: QuarantineFile | None,
+        batch_size: int,
+        max_error_rate: float | None = None,
+        live_profiles: bool = False,
+        on_batch: Callable[[ImportReport], None] | None = None,
+        source: str = "",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if max_error_rate is not None and not 0 <= max_error_rate <= 1:
+            raise ValueError("max_error_rate must be between 0 and 1")
+        self.services = services
+        self.kind = kind
+        self.cleanser = cleanser
+        self.quarantine = quarantine
+        self.batch_size = batch_size
+        self.max_error_rate = max_error_rate
+        self.live_profiles = live_profiles
+        self.on_batch = on_batch
+        self.report = ImportReport(kind=kind, source=source)
+        self.batch_ids: list[str] = []
+        self._recent = RecentDuplicates()
+        self.rebuild_progress: Callable[[int], None] | None = None
+
+    def run(
+        self, records: Iterable[Any], checkpoint: Callable[[int], None] | None = None
+    ) -> ImportReport:
+        """Import every record; ``checkpoint(rows)`` is called once the first ``rows`` records
+        are committed (the SQL source stores its watermark there)."""
+        report = self.report
+        started = time.perf_counter()
+        pending: tuple[_Batch, Future[Any]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as store:
+            try:
+                for batch in self._batches(records):
+                    if pending is not None:
+                        self._finish(*pending, checkpoint)
+                        pending = None
+                        if report.stopped:
+                            break
+                    pending = (batch, store.submit(self._store, batch))
+                if pending is not None:
+                    self._finish(*pending, checkpoint)
+                    pending = None
+            except SourceError as exc:
+                self._finish_quietly(pending, checkpoint)
+                report.stopped = f"the source failed after row {report.read:,}: {exc}"
+                report.failed = True
+            except KeyboardInterrupt:
+                self._finish_quietly(pending, checkpoint)
+                report.stopped = f"interrupted after row {report.read:,}"
+                report.failed = True
+            except Exception as exc:
+                log.exception("import failed")
+                self._finish_quietly(pending, checkpoint)
+                report.stopped = f"failed after row {report.read:,}: {type(exc).__name__}: {exc}"
+                report.failed = True
+        if self.quarantine is not None:
+            self.quarantine.close()
+            report.quarantine_path = self.quarantine.path if self.quarantine.count else None
+        report.ignored_columns = sorted(getattr(self.cleanser, "ignored_columns", ()))
+        if self.kind == "events":
+            report.profiles = self._profiles()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- reading and cleansing (this thread) -------------------------------------------------
+
+    def _batches(self, records: Iterable[Any]) -> Iterator[_Batch]:
+        row = self.report.read
+        batch = _Batch(first_row=row + 1)
+        cleanse = self.cleanser
+        dedupe = self.kind == "items"
+        iterator = iter(records)
+        while True:
+            try:
+                record = next(iterator)
+            except StopIteration:
+                break
+            except SourceError:
+                # The rows read before the fault are stored and counted all the same.
+                if batch.size:
+                    yield self._validated(batch)
+                raise
+            row += 1
+            batch.size += 1
+            if isinstance(record, Unreadable):
+                batch.rejected.append((row, record, record.reason))
+            else:
+                try:
+                    cleansed = cleanse(record)
+                except Rejected as exc:
+                    batch.rejected.append((row, record, exc.reason))
+                else:
+                    if dedupe and self._recent.seen(cleansed):
+                        batch.duplicates += 1
+                    else:
+                        batch.payload.append(cleansed)
+                        batch.rows.append(row)
+                        batch.originals.append(record)
+            if batch.size == self.batch_size:
+                yield self._validated(batch)
+                batch = _Batch(first_row=row + 1)
+        if batch.size:
+            yield self._validated(batch)
+
+    def _validated(self, batch: _Batch) -> _Batch:
+        """Events are validated here, beside the reading, and only valid ones are sent on."""
+        if self.kind != "events":
+            return batch
+        valid, rejected = self.services.ingestor.parse(batch.payload)
+        for result in rejected:
+            batch.rejected.append(
+                (batch.rows[result.index], batch.originals[result.index], result.error or "")
+            )
+        batch.payload = valid
+        return batch
+
+    # -- storing (the store thread) --------------------------------------------------------
+
+    def _store(self, batch: _Batch) -> IngestOutcome | ItemBatchAck:
+        if self.kind == "events":
+            ingestor = self.services.ingestor
+            outcome = ingestor.ingest(batch.payload, update_profiles=self.live_profiles)
+            if self.live_profiles:
+                ingestor.flush_confirmed()
+            return outcome
+        return self.services.catalog.upsert_raw(batch.payload)
+
+    # -- accounting (this thread) ----------------------------------------------------------
+
+    def _finish(
+        self,
+        batch: _Batch,
+        future: Future[Any],
+        checkpoint: Callable[[int], None] | None,
+    ) -> None:
+        outcome = future.result()
+        report = self.report
+        rejected: list[tuple[int, Any, str | None]] = list(batch.rejected)
+        if isinstance(outcome, IngestOutcome):
+            for result in outcome.results:
+                if result.status == "accepted":
+                    report.imported += 1
+                elif result.status == "duplicate":
+                    report.duplicates += 1
+                else:
+                    rejected.append(
+                        (batch.rows[result.index], batch.originals[result.index], result.error)
+                    )
+            if outcome.stored:
+                self.batch_ids.append(outcome.batch_id)
+        else:
+            for item in outcome.results:
+                if item.status == "stored":
+                    report.imported += 1
+                else:
+                    rejected.append(
+                        (batch.rows[item.index], batch.originals[item.index], item.error)
+                    )
+        report.duplicates += batch.duplicates
+        rejected.sort(key=lambda entry: entry[0])
+        for _row, original, reason in rejected:
+            report.quarantined += 1
+            report.add_reason(reason or "rejected")
+            if self.quarantine is not None:
+                self.quarantine.write(original, reason or "rejected")
+        report.read += batch.size
+        if checkpoint is not None:
+            checkpoint(report.read)
+        if self.on_batch is not None:
+            self.on_batch(report)
+        limit = self.max_error_rate
+        if limit is not None and report.error_rate > limit:
+            report.stopped = (
+                f"stopped after row {report.read:,}: {report.error_rate:.1%} of the rows so far "
+                f"were quarantined, more than --max-error-rate {limit:g}"
+            )
+            report.failed = True
+
+    def _finish_quietly(
+        self, pending: tuple[_Batch, Future[Any]] | None, checkpoint: Callable[[int], None] | None
+    ) -> None:
+        """Account for the batch in flight when the import stops; it may have failed too."""
+        if pending is None:
+            return
+        try:
+            self._finish(*pending, checkpoint)
+        except Exception:
+            log.exception("the last batch of the import was not stored")
+
+    # -- live profiles ---------------------------------------------------------------------
+
+    def _profiles(self) -> str:
+        if self.live_profiles:
+            return "updated batch by batch"
+        if not self.batch_ids:
+            return "unchanged"
+        rebuilder = self.services.rebuilder
+        try:
+            users = rebuilder.rebuild_batches(self.batch_ids, progress=self.rebuild_progress)
+        except Exception as exc:
+            log.warning("live profiles not rebuilt after the import: %s", exc)
+            return (
+                f"pending: not rebuilt ({type(exc).__name__}); the service's reconciler "
+                "rebuilds them once Redis answers"
+            )
+        return f"rebuilt for {users:,} users"
