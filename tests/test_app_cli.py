@@ -240,3 +240,29 @@ def test_rebuild_profiles_with_redis_down_fails_with_exit_code_1(
     result = run("rebuild-profiles")
     assert result.exit_code == 1, result.output
     assert "Redis is unreachable" in result.output
+
+
+@pytest.mark.parametrize("module", ["app", "training"])
+def test_an_unreachable_database_is_one_clear_line(module: str, tmp_path: Path) -> None:
+    """No traceback: the commands name the setting to fix and exit with status 2."""
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")},
+        # Nothing listens on port 1 of the loopback: refused at once.
+        "RECSYS_DATABASE_URL": "postgresql://recsys@127.0.0.1:1/recsys",
+        "RECSYS_VAR_DIR": str(tmp_path),
+    }
+    command = "migrate" if module == "app" else "train"
+    done = subprocess.run(
+        [sys.executable, "-m", module, command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot use the database (RECSYS_DATABASE_URL)" in done.stderr
+    assert "Traceback" not in done.stderr

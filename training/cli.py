@@ -26,6 +26,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.clitools import run
 from app.config import get_settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
 from training import demo
@@ -469,4 +470,4 @@ def _fmt(value: object) -> str:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cli()
+    run(cli)
