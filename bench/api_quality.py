@@ -63,6 +63,7 @@ from training.evaluation import Dataset, make_split  # noqa: E402
 from training.loading import MovieLensFolder  # noqa: E402
 from training.metrics import PAD, RankingMetrics, hit_matrix, ranking_metrics  # noqa: E402
 from training.recommenders import (  # noqa: E402
+    ALSParams,
     HybridScorer,
     fit_als,
     hybrid_from_arrays,
@@ -216,8 +217,8 @@ def read_recommendations(
 
 
 def per_user_ndcg(recs: IntArray, relevant: Any, k: int = K) -> npt.NDArray[np.float64]:
-    """nDCG@k of every row (0 for a row without test items), as ``training.metrics`` computes
-    the mean."""
+    """nDCG@k of every row, as ``training.metrics`` computes it (0 for a row without test
+    items)."""
     hits = hit_matrix(recs, relevant, k)
     discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
     n_relevant = np.diff(relevant.indptr)
@@ -365,8 +366,6 @@ def run_phase(
         )
     extra: dict[str, Any] = {}
     if learnt_factors:
-        from training.recommenders import ALSParams
-
         refit = fit_als(history, ALSParams(**choice["als"]))
         learnt = HybridScorer(refit, scorer.content, scorer.popularity, scorer.weights)
         extra["offline_refit_learnt_user_factors"] = figures(
