@@ -86,7 +86,7 @@ def user_row(model: ServingModel, profile: ProfileSnapshot, half_life: float) ->
     As training's ``Dataset.matrix`` builds rows:
 
     - ``binary``: 1 for every item the user interacted with, except that an item whose summed
-      weight is negative (disliked) gets -1, a confident "no" to ALS (training counts it as 1);
+      weight is negative (disliked) gets -1, a confident "no" to ALS, as in training;
     - ``weighted``: the summed event weights (the model's ``event_weights``). Training sums them
       undecayed. While the profile's recent list holds the user's whole history (at most
       ``RECSYS_PROFILE_RECENT_MAX`` events) the sums are recomputed exactly from it; beyond that
