@@ -86,6 +86,97 @@ def serve(
     uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="info")
 
 
+@cli.command("consume-stream")
+def consume_stream(
+    stream: Annotated[
+        str | None, typer.Option(help="Stream to read (RECSYS_STREAM_KEY, recsys:events).")
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Consumer group (RECSYS_STREAM_GROUP, recsys-ingest)."),
+    ] = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option(help="This consumer's name in the group, unique per process (HOST-PID)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="Messages per batch.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on this port (0: off; 9109)."
+        ),
+    ] = None,
+) -> None:
+    """Ingest events from a Redis Stream through a consumer group, until SIGTERM or SIGINT.
+
+    Every message is acknowledged after its event is committed; messages a dead consumer left
+    pending are claimed; messages that cannot be stored go to the dead-letter stream with the
+    reason."""
+    import signal
+    import threading
+
+    import redis
+    from prometheus_client import start_http_server
+
+    from app.reconcile import Reconciler
+    from app.stream_consumer import StreamConsumer
+
+    overrides = {
+        key: value
+        for key, value in {
+            "stream_key": stream,
+            "stream_group": group,
+            "stream_batch_size": batch_size,
+            "stream_metrics_port": metrics_port,
+        }.items()
+        if value is not None
+    }
+    settings = get_settings().model_copy(update=overrides)
+    services = Services.create(settings)
+    metrics_server = None
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        console.print(f"{signal.Signals(signum).name}: finishing the batch at hand, then stopping")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if settings.stream_metrics_port:
+            metrics_server, _thread = start_http_server(
+                settings.stream_metrics_port, addr=settings.stream_metrics_host
+            )
+        # Blocking reads wait up to stream_block_ms: the socket must wait longer than that.
+        pool = services.redis.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = settings.stream_block_ms / 1000 + settings.redis_timeout_seconds
+        client = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
+        # Commits whose profile update failed, or that a killed consumer left, are rebuilt.
+        services.reconciler = Reconciler(
+            services.ingestor,
+            services.rebuilder,
+            interval=settings.reconcile_interval_seconds,
+            grace=settings.reconcile_grace_seconds,
+        )
+        services.reconciler.start()
+        consumer_ = StreamConsumer(client, services.ingestor, settings, consumer=consumer)
+        console.print(
+            f"consuming [bold]{consumer_.stream}[/] as {consumer_.consumer} in group "
+            f"{consumer_.group}; dead letters go to {consumer_.dead_letter}"
+        )
+        consumer_.run(stop)
+        client.close()
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        services.close()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cli()

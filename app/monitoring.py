@@ -56,3 +56,28 @@ VARIANT_MODEL_FAILURES = Counter(
     "Model versions named by a running experiment's variant that could not be loaded; the "
     "active model served that variant instead.",
 )
+STREAM_MESSAGES = Counter(
+    "recsys_stream_messages_total",
+    "Stream messages handled by the consumer, by outcome (accepted, duplicate, dead_lettered).",
+    ["stream", "outcome"],
+)
+STREAM_CLAIMED = Counter(
+    "recsys_stream_claimed_total",
+    "Messages claimed from consumers that stopped acknowledging them (crashed or stuck).",
+    ["stream"],
+)
+STREAM_LAG = Gauge(
+    "recsys_stream_consumer_lag",
+    "Entries of the stream not yet delivered to the consumer group (Redis 7 and later).",
+    ["stream", "group"],
+)
+STREAM_LAG_SECONDS = Gauge(
+    "recsys_stream_consumer_lag_seconds",
+    "Age of the oldest entry not yet delivered to the consumer group; 0 when it is caught up.",
+    ["stream", "group"],
+)
+STREAM_PENDING = Gauge(
+    "recsys_stream_pending_messages",
+    "Entries delivered to the consumer group and not yet acknowledged.",
+    ["stream", "group"],
+)
