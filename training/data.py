@@ -188,8 +188,20 @@ def load_interactions(
     item_ids : the item index to use (e.g. the catalogue's); unknown items are appended
     progress : called with the number of rows read so far
     """
+    if engine.dialect.name == "postgresql":
+        return _load_interactions_postgresql(engine, event_weights, item_ids or [], progress)
+    return _load_interactions_rows(engine, event_weights, item_ids or [], progress)
+
+
+def _load_interactions_rows(
+    engine: Engine,
+    event_weights: Mapping[str, float],
+    item_ids: list[str],
+    progress: Callable[[int], None] | None,
+) -> Interactions:
+    """Any database: rows in chunks from a plain cursor, ids mapped in Python."""
     user_index: dict[str, int] = {}
-    item_index: dict[str, int] = {item_id: i for i, item_id in enumerate(item_ids or [])}
+    item_index: dict[str, int] = {item_id: i for i, item_id in enumerate(item_ids)}
     users: list[IntArray] = []
     items: list[IntArray] = []
     weights: list[FloatArray] = []
@@ -244,3 +256,128 @@ def load_interactions(
         types=joined(kinds, np.int8),
         type_names=list(type_weight),
     )
+
+
+# One row of the binary COPY below: a field count, then each field's length and value, all
+# big-endian. Every field is NOT NULL and fixed-width, so every row has this very layout.
+_COPY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("user_len", ">i4"),
+        ("user", ">i4"),
+        ("item_len", ">i4"),
+        ("item", ">i4"),
+        ("type_len", ">i4"),
+        ("type", ">i2"),
+        ("value_len", ">i4"),
+        ("value", ">f8"),
+        ("stamp_len", ">i4"),
+        ("stamp", ">f8"),
+    ]
+)
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_LENGTHS = {"user_len": 4, "item_len": 4, "type_len": 2, "value_len": 8, "stamp_len": 8}
+
+
+def _load_interactions_postgresql(
+    engine: Engine,
+    event_weights: Mapping[str, float],
+    item_ids: list[str],
+    progress: Callable[[int], None] | None,
+) -> Interactions:
+    """PostgreSQL: the database maps ids to dense codes and sends fixed-width binary rows,
+    which numpy reads whole; no Python object is made per event.
+
+    Users are numbered in id order; items keep ``item_ids``'s order, items only the events know
+    are appended in id order. Read in one repeatable-read transaction, so the id maps and the
+    events agree.
+    """
+    type_weight = dict(event_weights)
+    type_names = list(type_weight)
+    type_case = " ".join(f"WHEN %s THEN {code}" for code in range(len(type_names)))
+    with engine.connect() as connection:
+        raw: Any = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.commit()  # a fresh transaction with the isolation below
+        with raw.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute(
+                "CREATE TEMPORARY TABLE recsys_read_items "
+                "(item_id text PRIMARY KEY, code integer NOT NULL) ON COMMIT DROP"
+            )
+            with cursor.copy("COPY recsys_read_items (item_id, code) FROM STDIN") as copy:
+                for code, item_id in enumerate(item_ids):
+                    copy.write_row((item_id, code))
+            cursor.execute(
+                "INSERT INTO recsys_read_items (item_id, code) "
+                "SELECT item_id, %s + row_number() OVER (ORDER BY item_id) - 1 FROM "
+                "(SELECT DISTINCT e.item_id FROM events e LEFT JOIN recsys_read_items r "
+                "ON r.item_id = e.item_id WHERE r.item_id IS NULL) AS unknown",
+                (len(item_ids),),
+            )
+            cursor.execute(
+                "CREATE TEMPORARY TABLE recsys_read_users ON COMMIT DROP AS "
+                "SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1)::integer AS code "
+                "FROM (SELECT DISTINCT user_id FROM events) AS users"
+            )
+            cursor.execute("SELECT item_id FROM recsys_read_items ORDER BY code")
+            all_items = [row[0] for row in cursor.fetchall()]
+            cursor.execute("SELECT user_id FROM recsys_read_users ORDER BY code")
+            all_users = [row[0] for row in cursor.fetchall()]
+            # Only placeholders and integer codes are formatted into the statement.
+            sql = (
+                "COPY (SELECT u.code, i.code, "  # noqa: S608
+                f"(CASE e.type {type_case} ELSE -1 END)::smallint, "
+                "COALESCE(e.value, 1.0)::float8, extract(epoch FROM e.occurred_at)::float8 "
+                "FROM events e JOIN recsys_read_users u ON u.user_id = e.user_id "
+                "JOIN recsys_read_items i ON i.item_id = e.item_id) TO STDOUT (FORMAT binary)"
+            )
+            buffer = bytearray()
+            reported = 0
+            with cursor.copy(sql, tuple(type_names)) as copy:
+                for block in copy:
+                    buffer += block
+                    rows = len(buffer) // _COPY_ROW.itemsize
+                    if progress is not None and rows - reported >= CHUNK_ROWS:
+                        progress(rows)
+                        reported = rows
+        raw.commit()
+    table = _parse_copy(bytes(buffer))
+    if progress is not None:
+        progress(len(table))
+    types = table["type"].astype(np.int8)
+    weight_of = np.array([type_weight[name] for name in type_names] + [0.0])
+    weights = weight_of[types]  # -1 (a type without a weight) picks the appended 0
+    if "rating" in type_weight:
+        is_rating = types == type_names.index("rating")
+        weights = np.where(is_rating, weights * table["value"], weights)
+    return Interactions(
+        user_ids=all_users,
+        item_ids=all_items,
+        users=table["user"].astype(np.int64),
+        items=table["item"].astype(np.int64),
+        weights=weights.astype(np.float64),
+        timestamps=table["stamp"].astype(np.float64),
+        types=types,
+        type_names=type_names,
+    )
+
+
+def _parse_copy(data: bytes) -> npt.NDArray[np.void]:
+    """The rows of a binary COPY whose rows all have the ``_COPY_ROW`` layout."""
+    if not data.startswith(_COPY_SIGNATURE):
+        raise ValueError("not PostgreSQL binary COPY data")
+    extension = int.from_bytes(data[15:19], "big")
+    start = 19 + extension
+    end = len(data) - 2  # the trailer: a field count of -1
+    if data[end:] != b"\xff\xff" or (end - start) % _COPY_ROW.itemsize:
+        raise ValueError("binary COPY data of unexpected length")
+    table = np.frombuffer(
+        data, dtype=_COPY_ROW, offset=start, count=(end - start) // _COPY_ROW.itemsize
+    )
+    if table.size and not (
+        (table["fields"] == 5).all()
+        and all((table[name] == size).all() for name, size in _COPY_LENGTHS.items())
+    ):
+        raise ValueError("binary COPY rows of unexpected layout")
+    return table

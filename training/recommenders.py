@@ -11,6 +11,7 @@ here materialises a dense users x items matrix.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -396,11 +397,14 @@ class ALSScorer:
             user_items, p.confidence, log_epsilon=p.log_epsilon, bm25_k1=p.bm25_k1, bm25_b=p.bm25_b
         )
 
-    def score(self, users: IntArray, user_items: sp.csr_matrix) -> FloatArray:
+    def user_vectors(self, users: IntArray, user_items: sp.csr_matrix) -> FloatArray:
+        """The users' factors: learnt ones when the model has them, else folded in."""
         if self.user_factors is not None and users.size and users.max() < len(self.user_factors):
-            vectors = self.user_factors[users]
-        else:
-            vectors = self.fold_in(user_items)
+            return self.user_factors[users]
+        return self.fold_in(user_items)
+
+    def score(self, users: IntArray, user_items: sp.csr_matrix) -> FloatArray:
+        vectors = self.user_vectors(users, user_items)
         return np.asarray(vectors @ self.item_factors.T, dtype=np.float32)
 
 
@@ -588,7 +592,71 @@ class HybridScorer:
         return out
 
     def score(self, users: IntArray, user_items: sp.csr_matrix) -> FloatArray:
-        return blend_scores(self.components(users, user_items), self.weights)
+        """``blend_scores(self.components(...), self.weights)``, computed as one product.
+
+        Every component is linear in a per-user vector (ALS ``Y x`` with cold items' rows
+        replaced by the mean warm row, which scores them exactly the mean warm ALS score that
+        ``components`` gives them; content ``E p``), and a row's mean and variance over all
+        items are ``mu . x`` and ``x^T C x`` for the item rows' mean ``mu`` and covariance
+        ``C``. So the blend is ``[X / s_als, P / s_content, 1] @ [Y_eff | E | z]^T`` (weights
+        folded in) less a constant per row: no score matrix is standardised.
+        """
+        blend = self._blend
+        parts = [self.als.user_vectors(users, user_items).astype(np.float64)]
+        if blend.content_mean is not None and self.content is not None:
+            parts.append(self.content.profiles(user_items).astype(np.float64))
+        queries = np.zeros((len(users), blend.items.shape[1]), dtype=np.float64)
+        offsets = np.zeros(len(users), dtype=np.float64)
+        column = 0
+        for (weight, mean, cov), vectors in zip(blend.blocks, parts, strict=False):
+            width = vectors.shape[1]
+            spread = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", vectors, cov, vectors), 0.0))
+            scale = np.divide(weight, spread, out=np.zeros_like(spread), where=spread > 0)
+            queries[:, column : column + width] = vectors * scale[:, None]
+            offsets -= (vectors @ mean) * scale
+            column += width
+        queries[:, -1] = self.weights.get("popularity", 0.0)
+        scores = queries.astype(np.float32) @ blend.items.T
+        scores += offsets.astype(np.float32)[:, None]
+        return scores
+
+    @functools.cached_property
+    def _blend(self) -> _LinearBlend:
+        cold = self.popularity.popularity <= 0
+        effective = self.als.item_factors.astype(np.float64)
+        if cold.any() and not cold.all():
+            effective[cold] = effective[~cold].mean(axis=0)
+        blocks = [(self.weights.get("als", 0.0), *_mean_cov(effective))]
+        columns = [effective]
+        content_mean = None
+        if self.content is not None and self.weights.get("content", 0.0):
+            embeddings = self.content.unit_embeddings.astype(np.float64)
+            content_mean, content_cov = _mean_cov(embeddings)
+            blocks.append((self.weights["content"], content_mean, content_cov))
+            columns.append(embeddings)
+        popularity = self.popularity.score(np.zeros(1, dtype=np.int64), sp.csr_matrix((1, 1)))
+        columns.append(standardize_rows(popularity).astype(np.float64).T)
+        return _LinearBlend(
+            items=np.ascontiguousarray(np.hstack(columns), dtype=np.float32),
+            blocks=blocks,
+            content_mean=content_mean,
+        )
+
+
+@dataclass(frozen=True)
+class _LinearBlend:
+    items: FloatArray  # (n_items, n_factors [+ n_dims] + 1)
+    blocks: list[tuple[float, npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+    content_mean: npt.NDArray[np.float64] | None
+
+
+def _mean_cov(
+    rows: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Mean row and population covariance (``ddof=0``, as ``standardize_rows``)."""
+    mean = rows.mean(axis=0)
+    centred = rows - mean
+    return mean, centred.T @ centred / rows.shape[0]
 
 
 # ---------------------------------------------------------------------------

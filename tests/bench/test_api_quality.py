@@ -115,6 +115,11 @@ def test_phases_read_through_the_api_what_the_artifact_scores_offline(
     assert len(corpus.split.train) + len(corpus.split.test) == len(corpus.events)
     held_out = corpus.held_out_users(0.2, seed=42)
     assert len(held_out) == 8
+    folds = corpus.user_folds(5, seed=42)
+    everybody = set(corpus.dataset.interactions.user_ids)
+    assert set().union(*folds) == everybody  # every user left out once
+    assert sum(len(f) for f in folds) == len(everybody)
+    assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 1
 
     phases: dict[str, api_quality.Phase] = {}
     run: Callable[..., api_quality.Phase] = api_quality.run_phase
@@ -133,7 +138,7 @@ def test_phases_read_through_the_api_what_the_artifact_scores_offline(
         for group in phase.groups.values():
             assert group.identical_lists == len(group.users) > 0
             assert group.http == group.offline
-    summary = api_quality.summarise(everyone, fold_in)
+    summary = api_quality.summarise(everyone, [fold_in])
     assert summary["ndcg_difference"] == 0.0
     held = fold_in.groups["held out"]
     assert summary["fold_in_ratio"] == pytest.approx(
@@ -142,7 +147,7 @@ def test_phases_read_through_the_api_what_the_artifact_scores_offline(
     assert summary["fold_in_ratio_same_users"] == pytest.approx(
         held.http["ndcg@10"] / api_quality.http_ndcg(everyone, held.users)
     )
-    api_quality.print_table(everyone, fold_in, summary)
+    api_quality.print_table(everyone, [fold_in], summary)
     assert "difference +0.0000" in capsys.readouterr().out
     report = json.loads(json.dumps({n: p.as_dict() for n, p in phases.items()}, default=str))
     assert report["fold-in"]["groups"]["held out"]["users"] == len(held.users)

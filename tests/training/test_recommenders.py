@@ -179,3 +179,39 @@ def test_hybrid_survives_an_npz_round_trip_without_pickle(tmp_path: Path) -> Non
     np.testing.assert_allclose(
         loaded.score(users, user_items), original.score(users, user_items), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        {"als": 1.0, "content": 0.1, "popularity": 0.1},
+        {"als": 0.0, "content": 1.0, "popularity": 0.0},
+        {"als": 1.0, "content": 0.0, "popularity": 0.5},
+        {"als": 0.0, "content": 0.0, "popularity": 0.0},
+    ],
+)
+@pytest.mark.parametrize("learnt", [True, False])
+def test_hybrid_score_equals_the_blend_of_its_standardised_components(
+    weights: dict[str, float], learnt: bool
+) -> None:
+    """The one-product score is the definition: blend_scores of the raw components, cold items
+    at the user's mean ALS score, for learnt and folded-in users, an empty history included."""
+    rng = np.random.default_rng(5)
+    n_users, n_items = 30, 40
+    dense = (rng.random((n_users, n_items)) < 0.15).astype(np.float32)
+    dense[:, [3, 17]] = 0  # cold items
+    dense[7] = 0  # a user without history
+    user_items = sp.csr_matrix(dense)
+    als = fit_als(user_items, ALSParams(factors=6, regularization=0.5, iterations=5))
+    if not learnt:
+        als = ALSScorer(als.item_factors, None, als.params)
+    popularity = item_popularity(user_items.indices, n_items)
+    hybrid = HybridScorer(
+        als,
+        ContentScorer(rng.standard_normal((n_items, 5)).astype(np.float32)),
+        PopularityScorer(popularity),
+        weights,
+    )
+    users = np.arange(n_users)
+    expected = blend_scores(hybrid.components(users, user_items), weights)
+    np.testing.assert_allclose(hybrid.score(users, user_items), expected, rtol=1e-4, atol=1e-4)
