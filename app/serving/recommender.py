@@ -271,24 +271,14 @@ class Recommender:
         weights: Mapping[str, float] | None,
     ) -> list[Scored]:
         align = self.alignment(model, snapshot)
-        scores = model.score(row, weights)
         # to_catalog is -1 for a model item outside the catalogue: the appended False.
         ok = np.append(allowed, False)[align.to_catalog]
-        scores[~ok] = -np.inf
-        eligible = int(np.count_nonzero(ok))
-        if eligible > size:
-            candidates = np.argpartition(scores, scores.size - size)[scores.size - size :]
-        else:
-            candidates = np.flatnonzero(ok)
-        order = np.lexsort((candidates, -scores[candidates]))
-        chosen = candidates[order]
+        chosen, scores = model.top(row, ok, size, weights)
         reasons = self._because(model, snapshot, profile, chosen)
         item_ids = model.item_ids
         return [
             Scored(item_ids[i], score, reason)
-            for i, score, reason in zip(
-                chosen.tolist(), scores[chosen].tolist(), reasons, strict=True
-            )
+            for i, score, reason in zip(chosen.tolist(), scores.tolist(), reasons, strict=True)
         ]
 
     def _because(

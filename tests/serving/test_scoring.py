@@ -194,3 +194,28 @@ def test_request_weights_override_the_artifact_blend() -> None:
     np.testing.assert_allclose(content_only, (raw - raw.mean()) / raw.std(), atol=1e-5)
     assert not model.score(row, {"als": 0.0, "content": 0.0, "popularity": 0.0}).any()
     assert not np.allclose(model.score(row), content_only)
+
+
+@pytest.mark.parametrize("size", [1, 5, 20, 39, 60])
+@pytest.mark.parametrize(
+    "weights",
+    [None, {"content": 3.0}, {"als": 0.0}, {"content": 0.0}],
+    ids=["artifact", "content-heavy", "no-als", "no-content"],
+)
+def test_top_is_the_best_allowed_items_of_the_full_ranking(
+    size: int, weights: dict[str, float] | None
+) -> None:
+    """The two-pass top (content part only for items within its bound) returns exactly the
+    first ``size`` allowed items of the full score ranking, with the same scores."""
+    matrix = user_items(weighted=False)
+    model = ServingModel.from_artifact(artifact(hybrid(matrix), "binary"))
+    rng = np.random.default_rng(9)
+    for user in range(0, N_USERS, 7):
+        row = row_of(matrix, user)
+        allowed = rng.random(N_ITEMS) < 0.8
+        full = model.score(row, weights)
+        candidates = np.flatnonzero(allowed)
+        ranked = candidates[np.lexsort((candidates, -full[candidates]))][:size]
+        chosen, scores = model.top(row, allowed, size, weights)
+        assert chosen.tolist() == ranked.tolist()
+        np.testing.assert_allclose(scores, full[ranked], rtol=1e-5, atol=1e-5)
