@@ -67,7 +67,6 @@ from ingest import (  # noqa: E402  (bench/ is the script's own directory)
 from serving import (  # noqa: E402
     Server,
     Shop,
-    _cpu,
     _cpu_model,
     build_shop,
     measure_latency,
@@ -131,7 +130,7 @@ def call(server: Server, method: str, path: str, body: Any = None) -> tuple[int,
     return status, orjson.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode()
 
 
-def switch(server: Server, state: str, serial: int, probe_user: str) -> str | None:
+def switch(server: Server, state: str, serial: str, probe_user: str) -> str | None:
     """Start a fresh A/A experiment (``on``) or stop the running one (``off``); wait until the
     service answers accordingly. Returns the running experiment's name."""
     status, running = call(server, "GET", "/v1/experiments?status=running")
@@ -161,6 +160,18 @@ def switch(server: Server, state: str, serial: int, probe_user: str) -> str | No
         time.sleep(0.2)
 
 
+def service_cpu(server: Server) -> float:
+    """CPU seconds of the service: the uvicorn process and its children (workers, and the
+    embedded Redis server when no Redis URL is given), each counted once."""
+    root = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def sequential(server: Server, users: Sequence[str], count: int, seed: int) -> dict[str, float]:
     """``count`` requests one after the other on one keep-alive connection, and the service's
     CPU time per request meanwhile (its writer thread included): on a machine shared with other
@@ -182,10 +193,10 @@ def sequential(server: Server, users: Sequence[str], count: int, seed: int) -> d
             connection.close()
         return out
 
-    cpu_before = _cpu(server)
+    cpu_before = service_cpu(server)
     with client_gc_paused():
         latencies = sorted(run_async(go()))
-    cpu = _cpu(server) - cpu_before
+    cpu = service_cpu(server) - cpu_before
     return {
         "requests": count,
         "service_cpu_ms_per_request": round(1000 * cpu / count, 3),
@@ -362,12 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         dropped_before = exposures_dropped(server)
         # Warm-up of every path (both states), the allocator and the catalogue alignment.
         for serial, state in enumerate(STATES):
-            switch(server, state, 1000 + serial, shop.users[0])
+            switch(server, state, f"{stamp}-warm-{serial}", shop.users[0])
             sequential(server, shop.users, 200, seed=serial)
         for repeat in range(args.repeats):
             order = STATES if repeat % 2 == 0 else STATES[::-1]
             for state in order:
-                name = switch(server, state, repeat, shop.users[0])
+                name = switch(server, state, f"{stamp}-{repeat}", shop.users[0])
                 if name is not None:
                     experiments.append(name)
                 seed = 100 * repeat + (state == "on")
@@ -383,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"service CPU {one_by_one['service_cpu_ms_per_request']} ms/request",
                     flush=True,
                 )
-        switch(server, "off", 9999, shop.users[0])
+        switch(server, "off", f"{stamp}-end", shop.users[0])
         # The answers of the switch probes were logged too: count them from the results.
         logged = logged_exposures(server, experiments)
         dropped = exposures_dropped(server) - dropped_before

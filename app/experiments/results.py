@@ -151,6 +151,7 @@ def build_results(
     control_ctr, control_conversion = _ctr(control), _conversion(control)
     results: list[VariantResultOut] = []
     ctr_comparisons: list[tuple[str, ComparisonOut]] = []
+    ctr_missing: list[str] = []  # why CTR comparisons cannot be tested yet
     for index, (name, share, t) in enumerate(zip(names, shares_bp, per_variant, strict=True)):
         ctr, conversion = _ctr(t), _conversion(t)
         ctr_low, ctr_high = normal_interval(ctr.value, ctr.variance)
@@ -215,10 +216,11 @@ def build_results(
                 alpha,
             )
             ctr_comparisons.append((name, result.ctr_vs_control))
+            ctr_missing.extend(ctr_short)
         results.append(result)
 
     verdict, summary = _verdict(
-        experiment, per_variant, names, min_users, mismatch, srm_p, ctr_comparisons
+        experiment, per_variant, names, mismatch, srm_p, ctr_comparisons, ctr_missing
     )
     return ExperimentResultsOut(
         experiment=experiment.name,
@@ -244,11 +246,12 @@ def _verdict(
     experiment: Experiment,
     per_variant: Sequence[VariantTally],
     names: Sequence[str],
-    min_users: int,
     mismatch: bool,
     srm_p: float | None,
     comparisons: Sequence[tuple[str, ComparisonOut]],
+    missing: Sequence[str],
 ) -> tuple[Any, str]:
+    """The experiment's verdict and a one-line summary; CTR, the primary metric, decides."""
     if experiment.status == "draft" and not any(t.exposures for t in per_variant):
         return "not_started", "the experiment has not started: no user has seen a variant yet"
     if mismatch:
@@ -259,13 +262,8 @@ def _verdict(
             "configured shares; assignment or exposure logging is broken, so no conclusion "
             "should be drawn",
         )
-    lacking = [c for _, c in comparisons if not c.enough_data]
-    if lacking or any(t.users < min_users for t in per_variant):
-        short = _short_of(names, per_variant, min_users)
-        reasons = short or [
-            c.note.removeprefix("CTR: not enough data (").rstrip(")") for c in lacking
-        ]
-        return "not_enough_data", "not enough data: " + "; ".join(dict.fromkeys(reasons))
+    if missing:
+        return "not_enough_data", "not enough data: " + "; ".join(dict.fromkeys(missing))
     notes = "; ".join(f"{name}: {c.note}" for name, c in comparisons)
     if any(c.significant for _, c in comparisons):
         return "significant", notes
