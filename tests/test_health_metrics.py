@@ -148,6 +148,12 @@ V1_OPERATIONS = [
     ("/v1/items/popular", "get"),
     ("/v1/models/current", "get"),
     ("/v1/models/reload", "post"),
+    ("/v1/experiments", "post"),
+    ("/v1/experiments", "get"),
+    ("/v1/experiments/{name}", "get"),
+    ("/v1/experiments/{name}/start", "post"),
+    ("/v1/experiments/{name}/stop", "post"),
+    ("/v1/experiments/{name}/results", "get"),
 ]
 
 
