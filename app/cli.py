@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from app.clitools import run
 from app.config import get_settings
 from app.db.engine import create_db_engine, upgrade_schema
 from app.services import Services
@@ -179,4 +180,5 @@ def consume_stream(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli()
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    run(cli)
