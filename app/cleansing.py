@@ -215,7 +215,7 @@ def clean_timestamp(value: Any, name: str = "timestamp") -> datetime | None:
     if isinstance(value, float | Decimal):
         return _from_epoch_float(float(value), name)
     if isinstance(value, str):
-        if _INTEGER.fullmatch(value):
+        if value.isdigit() or _INTEGER.fullmatch(value):
             return _from_epoch_int(int(value), name)
         if _NUMBER.fullmatch(value):
             return _from_epoch_float(float(value), name)
@@ -251,8 +251,11 @@ def _epoch_unit(magnitude: float) -> int:
 def _from_epoch_int(value: int, name: str) -> datetime:
     unit = _epoch_unit(abs(value))
     try:
-        return _EPOCH + timedelta(microseconds=value * 1_000_000 // unit)
-    except OverflowError:
+        if unit == 1:
+            return datetime.fromtimestamp(value, UTC)
+        seconds, rest = divmod(value, unit)
+        return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest * 1_000_000 // unit)
+    except (OverflowError, OSError, ValueError):
         raise Rejected(f"{name}: epoch value {value} is out of range") from None
 
 

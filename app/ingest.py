@@ -37,22 +37,38 @@ from app.db.queries import (
 from app.errors import rejection
 from app.monitoring import EVENTS, PROFILE_UPDATES
 from app.profiles import ProfileEvent, ProfileStore
-from app.schemas import EventIn, EventResult, ProfileStatus
+from app.schemas import EventIn, EventResult, EventStatus, ProfileStatus
 
 log = logging.getLogger(__name__)
 
 
+# What became of one event: (index in the batch, event_id, status, error).
+EventStatusRow = tuple[int, str | None, EventStatus, str | None]
+
+
 @dataclass
 class IngestOutcome:
-    """Per-event results in input order, and what happened to the live profiles."""
+    """What became of each event, in input order, and of the live profiles.
 
-    results: list[EventResult]
+    ``statuses`` are plain tuples (a bulk import goes through millions); ``results`` are the
+    same as the API reports them.
+    """
+
+    statuses: list[EventStatusRow]
     profile: ProfileStatus
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # The newly stored events as applied to the live profiles (empty without the update).
     stored: list[ProfileEvent] = field(default_factory=list)
     batch_id: str = ""
+
+    @property
+    def results(self) -> list[EventResult]:
+        return [
+            EventResult(index=index, event_id=event_id, status=status, error=error)
+            for index, event_id, status, error in self.statuses
+        ]
 
 
 class ConfirmedBatches:
@@ -122,8 +138,11 @@ class EventIngestor:
         """Validate and ingest a batch of raw JSON events."""
         valid, rejected = self.parse(raw_events)
         outcome = self.ingest(valid, now=now, update_profiles=update_profiles)
-        outcome.results = sorted(outcome.results + rejected, key=lambda r: r.index)
-        outcome.rejected += len(rejected)
+        if rejected:
+            outcome.statuses = sorted(
+                outcome.statuses + [(r.index, r.event_id, r.status, r.error) for r in rejected]
+            )
+            outcome.rejected += len(rejected)
         return outcome
 
     def ingest(
@@ -140,36 +159,37 @@ class EventIngestor:
         """
         now = now or datetime.now(UTC)
         latest_allowed = now + timedelta(seconds=self.settings.max_future_seconds)
-        results: dict[int, EventResult] = {}
+        statuses: list[EventStatusRow] = []
+        counted: Counter[tuple[str, str]] = Counter()
         rows: list[EventRow] = []
         row_index: dict[str, int] = {}
         for index, event in events:
             event_id = event.event_id or str(uuid.uuid4())
             occurred_at = event.timestamp or now
             if occurred_at > latest_allowed:
-                results[index] = EventResult(
-                    index=index,
-                    event_id=event_id,
-                    status="rejected",
-                    error=f"timestamp: {occurred_at.isoformat()} is more than "
-                    f"{self.settings.max_future_seconds:g} s in the future",
+                error = (
+                    f"timestamp: {occurred_at.isoformat()} is more than "
+                    f"{self.settings.max_future_seconds:g} s in the future"
                 )
+                statuses.append((index, event_id, "rejected", error))
+                counted[(event.type, "rejected")] += 1
                 continue
             if event_id in row_index:
-                results[index] = EventResult(index=index, event_id=event_id, status="duplicate")
+                statuses.append((index, event_id, "duplicate", None))
+                counted[(event.type, "duplicate")] += 1
                 continue
             row_index[event_id] = index
             rows.append(
                 EventRow(
-                    event_id=event_id,
-                    user_id=event.user_id,
-                    item_id=event.item_id,
-                    type=event.type,
-                    value=event.value,
-                    occurred_at=occurred_at,
-                    received_at=now,
-                    recommendation_id=event.recommendation_id,
-                    context=event.context,
+                    event_id,
+                    event.user_id,
+                    event.item_id,
+                    event.type,
+                    event.value,
+                    occurred_at,
+                    now,
+                    event.recommendation_id,
+                    event.context,
                 )
             )
 
@@ -178,49 +198,47 @@ class EventIngestor:
         for row in rows:
             index = row_index[row.event_id]
             if row.item_id in unknown:
-                results[index] = EventResult(
-                    index=index,
-                    event_id=row.event_id,
-                    status="rejected",
-                    error=f"item_id: unknown item {row.item_id!r}; add it to the catalogue "
-                    "first (PUT /v1/items/{item_id})",
+                error = (
+                    f"item_id: unknown item {row.item_id!r}; add it to the catalogue "
+                    "first (PUT /v1/items/{item_id})"
                 )
+                statuses.append((index, row.event_id, "rejected", error))
+                counted[(row.type, "rejected")] += 1
             elif row.event_id in stored:
-                results[index] = EventResult(index=index, event_id=row.event_id, status="accepted")
-                new_events.append(
-                    ProfileEvent(
-                        event_id=row.event_id,
-                        user_id=row.user_id,
-                        item_id=row.item_id,
-                        type=row.type,
-                        value=row.value,
-                        occurred_at=row.occurred_at,
+                statuses.append((index, row.event_id, "accepted", None))
+                counted[(row.type, "accepted")] += 1
+                if update_profiles:
+                    new_events.append(
+                        ProfileEvent(
+                            row.event_id,
+                            row.user_id,
+                            row.item_id,
+                            row.type,
+                            row.value,
+                            row.occurred_at,
+                        )
                     )
-                )
             else:
-                results[index] = EventResult(index=index, event_id=row.event_id, status="duplicate")
+                statuses.append((index, row.event_id, "duplicate", None))
+                counted[(row.type, "duplicate")] += 1
 
         if update_profiles:
             profile = self._apply(new_events, categories, batch_id, now)
         else:
-            profile = "pending" if new_events else "unchanged"
+            profile = "pending" if stored else "unchanged"
 
-        outcome = IngestOutcome(
-            results=[results[i] for i in sorted(results)],
+        statuses.sort()
+        for (event_type, status), number in counted.items():
+            EVENTS.labels(type=event_type, outcome=status).inc(number)
+        return IngestOutcome(
+            statuses=statuses,
             profile=profile,
+            accepted=counted_status(counted, "accepted"),
+            duplicates=counted_status(counted, "duplicate"),
+            rejected=counted_status(counted, "rejected"),
             stored=new_events,
             batch_id=batch_id,
         )
-        types = {index: event.type for index, event in events}
-        counted: Counter[tuple[str, str]] = Counter()
-        for item in outcome.results:
-            counted[(types[item.index], item.status)] += 1
-        for (event_type, status), number in counted.items():
-            EVENTS.labels(type=event_type, outcome=status).inc(number)
-        outcome.accepted = counted_status(counted, "accepted")
-        outcome.duplicates = counted_status(counted, "duplicate")
-        outcome.rejected = counted_status(counted, "rejected")
-        return outcome
 
     def _store(
         self, rows: list[EventRow], now: datetime

@@ -299,7 +299,7 @@ class StreamConsumer:
                 return [(valid[0][0], "rejected", reason[:500])]
             middle = len(valid) // 2
             return self._store(valid[:middle]) + self._store(valid[middle:])
-        return [(r.index, r.status, r.error or "") for r in outcome.results]
+        return [(index, status, error or "") for index, _, status, error in outcome.statuses]
 
     def _drop_overdelivered(
         self, messages: Sequence[Message], dead: list[tuple[str, dict[bytes, bytes], str]]

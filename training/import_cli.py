@@ -449,7 +449,8 @@ def print_import_report(report: ImportReport) -> None:
     if report.ignored_columns:
         out.print(f"columns not imported: {', '.join(report.ignored_columns)}")
     if report.profiles:
-        out.print(f"live profiles: {report.profiles}")
+        took = f" in {report.profile_seconds:,.1f} s" if report.profile_seconds >= 0.1 else ""
+        out.print(f"live profiles: {report.profiles}{took}")
     if report.stopped:
         out.print(f"[red]{report.stopped}[/]")
     if not report.balanced:

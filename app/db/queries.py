@@ -179,32 +179,34 @@ def store_events_sqlite(
     ``store_events_postgresql`` does, with the same answer.
 
     ``BEGIN IMMEDIATE`` takes the database's write lock first, so the events found missing are
-    exactly the ones inserted: nobody else can write in between. The rows go to the driver's
-    ``executemany`` as tuples, converted by the columns' own types (the values SQLAlchemy would
-    store), since SQLite answers a multi-row ``INSERT ... RETURNING`` much more slowly.
+    exactly the ones inserted: nobody else can write in between. The statements run on the
+    driver's connection and the rows go to ``executemany`` as tuples of the values SQLAlchemy
+    would store (SQLite answers a multi-row ``INSERT ... RETURNING`` much more slowly).
     ``connection`` must not be in a transaction.
     """
-    dialect = connection.dialect
-    stamp = _bind(Event.__table__.c.occurred_at, dialect)
-    as_json = _bind(Event.__table__.c.context, dialect)
-    connection.exec_driver_sql("PRAGMA cache_size=-131072")
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    as_json = _bind(Event.__table__.c.context, connection.dialect)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    # A bulk import's batches touch index pages all over; keep more of them in memory.
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("BEGIN IMMEDIATE")
     try:
         item_ids = list(dict.fromkeys(row.item_id for row in rows))
         categories: dict[str, list[str]] = {}
         for chunk in chunks(item_ids):
             marks = ", ".join("?" * len(chunk))
-            found = connection.exec_driver_sql(
+            found = cursor.execute(
                 f"SELECT item_id, categories FROM items WHERE item_id IN ({marks})",  # noqa: S608
-                tuple(chunk),
-            )
+                chunk,
+            ).fetchall()
             for item_id, cats in found:
                 loaded = orjson.loads(cats) if cats else []
                 categories[item_id] = loaded if isinstance(loaded, list) else []
         unknown = {item_id for item_id in item_ids if item_id not in categories}
         if unknown and stub_unknown:
-            created = stamp(now)
-            connection.exec_driver_sql(
+            created = sqlite_datetime(now)
+            cursor.executemany(
                 INSERT_STUBS_SQLITE, [(item_id, created, created) for item_id in sorted(unknown)]
             )
             for item_id in unknown:
@@ -214,16 +216,15 @@ def store_events_sqlite(
         event_ids = [row.event_id for row in rows]
         for chunk in chunks(event_ids):
             marks = ", ".join("?" * len(chunk))
-            existing.update(
-                connection.exec_driver_sql(
-                    f"SELECT event_id FROM events WHERE event_id IN ({marks})",  # noqa: S608
-                    tuple(chunk),
-                ).scalars()
-            )
-        received = stamp(now)
+            found = cursor.execute(
+                f"SELECT event_id FROM events WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            ).fetchall()
+            existing.update(event_id for (event_id,) in found)
+        received = sqlite_datetime(now)
         new = [row for row in rows if row.event_id not in existing and row.item_id not in unknown]
         if new:
-            connection.exec_driver_sql(
+            cursor.executemany(
                 INSERT_EVENTS_SQLITE,
                 [
                     (
@@ -232,7 +233,7 @@ def store_events_sqlite(
                         row.item_id,
                         row.type,
                         row.value,
-                        stamp(row.occurred_at),
+                        sqlite_datetime(row.occurred_at),
                         received,
                         row.recommendation_id,
                         None if row.context is None else as_json(row.context),
@@ -241,14 +242,22 @@ def store_events_sqlite(
                 ],
             )
             users = sorted({row.user_id for row in new})
-            connection.exec_driver_sql(
+            cursor.executemany(
                 INSERT_PENDING_SQLITE, [(batch_id, user_id, received) for user_id in users]
             )
-        connection.commit()
+        driver.commit()
     except BaseException:
-        connection.rollback()
+        driver.rollback()
         raise
+    finally:
+        cursor.close()
     return {row.event_id for row in new}, categories, unknown
+
+
+def sqlite_datetime(value: datetime) -> str:
+    """A UTC time as SQLAlchemy's SQLite ``DATETIME`` stores it (``2024-05-01 12:00:00.000000``),
+    by the C ``isoformat``."""
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _bind(column: Any, dialect: Any) -> Any:
