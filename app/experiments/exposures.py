@@ -11,9 +11,9 @@ dropped and counted (``reason="write_failed"``). A clean stop writes everything 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,10 @@ from app.monitoring import EXPOSURE_QUEUE_DEPTH, EXPOSURES_DROPPED, EXPOSURES_WR
 log = logging.getLogger(__name__)
 
 Exposure = dict[str, Any]
+# Rows per INSERT statement. The Python half of an insert (parameter processing) holds the
+# interpreter lock; small statements with a yield between them keep each hold around a
+# millisecond, so a request thread never waits long for it.
+WRITE_CHUNK = 25
 
 
 def exposure(
@@ -57,7 +61,9 @@ class ExposureWriter:
     The thread sleeps between rounds and is woken only when a full batch is waiting, or after
     ``flush_seconds``: a request never hands the interpreter over to it (waking a thread on
     every put would cost each request a switch), and at low traffic an exposure waits at most
-    ``flush_seconds``.
+    ``flush_seconds``. The queue is a ``deque`` (appends and pops are atomic, no lock taken per
+    request); its bound is checked before each append, so concurrent requests may overshoot it
+    by at most one exposure each.
     """
 
     def __init__(
@@ -74,7 +80,8 @@ class ExposureWriter:
         self.flush_seconds = flush_seconds
         self.attempts = attempts
         self.retry_seconds = retry_seconds
-        self._queue: queue.Queue[Exposure] = queue.Queue(maxsize=capacity)
+        self.capacity = capacity
+        self._queue: deque[Exposure] = deque()
         self._stop = threading.Event()
         self._wake = threading.Event()
         # Held by whoever is writing a batch taken from the queue: flush() waits on it.
@@ -87,21 +94,21 @@ class ExposureWriter:
 
     def record(self, row: Exposure) -> bool:
         """Queue one exposure without waiting; False (and counted) when the queue is full."""
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
+        waiting = len(self._queue)
+        if waiting >= self.capacity:
             EXPOSURES_DROPPED.labels(reason="queue_full").inc()
             with self._count_lock:
                 self.dropped += 1
             self._wake.set()
             return False
-        if self._queue.qsize() >= self.batch_size and not self._wake.is_set():
+        self._queue.append(row)
+        if waiting + 1 >= self.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def start(self) -> None:
         if self._thread is None:
@@ -145,17 +152,20 @@ class ExposureWriter:
         batch: list[Exposure] = []
         while len(batch) < self.batch_size:
             try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
+                batch.append(self._queue.popleft())
+            except IndexError:
                 break
         return batch
 
     def _write(self, batch: list[Exposure]) -> None:
-        EXPOSURE_QUEUE_DEPTH.set(self._queue.qsize())
+        EXPOSURE_QUEUE_DEPTH.set(len(self._queue))
+        statement = insert(ExperimentExposure)
         for attempt in range(1, self.attempts + 1):
             try:
                 with self.engine.begin() as connection:
-                    connection.execute(insert(ExperimentExposure), batch)
+                    for start in range(0, len(batch), WRITE_CHUNK):
+                        connection.execute(statement, batch[start : start + WRITE_CHUNK])
+                        time.sleep(0)  # let request threads run between statements
             except Exception as exc:
                 if attempt < self.attempts:
                     log.warning(

@@ -72,7 +72,7 @@ class ExperimentMiddleware:
             await self.app(scope, receive, send)
             return
         # The app's services exist once its lifespan has started them.
-        services = getattr(scope["app"].state, "services", None)
+        services = getattr(getattr(scope.get("app"), "state", None), "services", None)
         runtime: ExperimentRuntime | None = getattr(services, "experiments", None)
         experiment = None if runtime is None else runtime.running
         user_id = None if experiment is None else user_of(scope)
