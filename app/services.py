@@ -138,6 +138,7 @@ class Services:
             self.models.check()
         except Exception:
             log.exception("the model registry could not be read; retrying in the background")
+        self.recommender.warm()
         self.pollers = [
             Periodic("model-poller", self.settings.model_poll_seconds, self.models.check),
             Periodic(

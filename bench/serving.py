@@ -294,6 +294,8 @@ def run_wrk(
     if match is None or stats is None:
         raise RuntimeError(f"cannot read wrk's answer:\n{done.stdout}\n{done.stderr}")
     requests, non200, socket_errors, p50, p99 = (int(g) for g in stats.groups())
+    if requests == 0:
+        raise RuntimeError(f"no request completed in {args.duration} s:\n{done.stdout}")
     if non200 or socket_errors:
         raise RuntimeError(
             f"{non200} non-200 answers, {socket_errors} socket errors:\n{done.stdout}"

@@ -9,6 +9,7 @@ trending items instead.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from app.serving.store import ModelHolder
 from app.serving.trending import EventCounts, Ranked, Trending
 
 IntArray = npt.NDArray[np.int64]
+log = logging.getLogger(__name__)
 # Recent items a "because you ..." explanation may point to.
 ANCHORS = 20
 VERBS = {
@@ -147,6 +149,19 @@ class Recommender:
         self._alignment_lock = threading.Lock()
 
     # -- per model and catalogue -------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Build what the first requests would otherwise wait for: the catalogue index, the
+        served model's alignment to it and the trending list. Failures are logged and left to
+        the requests, which report them."""
+        try:
+            snapshot = self.catalog.snapshot
+            model = self.models.current
+            if model is not None:
+                self.alignment(model, snapshot)
+            self.trending.ranked()
+        except Exception:
+            log.exception("warming the recommender failed; the first requests will retry")
 
     def alignment(self, model: ServingModel, snapshot: CatalogSnapshot) -> Alignment:
         cached = self._alignments.get(model.version)
