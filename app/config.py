@@ -228,10 +228,10 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How long one computation of trending items is reused."
     )
     recommendation_ttl_seconds: int = Field(
-        default=3600, ge=1, description="How long a recommendation_id can be paged through."
+        default=900, ge=1, description="How long a recommendation_id can be paged through."
     )
     recommendation_list_size: int = Field(
-        default=200,
+        default=100,
         ge=100,
         le=10_000,
         description="Items ranked and kept per recommendation_id (the deepest page reachable).",

@@ -34,7 +34,7 @@ UNKNOWN_LIST: Responses = {
                 "example": {
                     "error": "RecommendationNotFound",
                     "detail": "recommendation_id 'rec-5f2c' is unknown or expired (lists are "
-                    "kept 1 h); ask again without recommendation_id for a new list",
+                    "kept 15 min); ask again without recommendation_id for a new list",
                 }
             }
         },
@@ -83,7 +83,7 @@ def get_recommendations(
         Identifier | None,
         Query(
             max_length=1000,
-            description="Page through a list made before (kept for an hour) instead of "
+            description="Page through a list made before (kept 15 minutes by default) instead of "
             "ranking anew; the other filters of that first request still apply.",
             examples=["rec-5f2c1a9e0b7d4c3a"],
         ),

@@ -266,6 +266,8 @@ class Recommender:
             )
         version = None if model is None else model.version
         recommendation_id = "rec-" + secrets.token_hex(8)
+        # Scores to 5 decimals: what every page of the list shows, first or later.
+        ranked = [Scored(s.item_id, round(s.score, 5), s.reason) for s in ranked]
         self._store(recommendation_id, user_id, version, ranked)
         return RecommendationList(recommendation_id, user_id, version, ranked[offset : offset + k])
 
@@ -403,11 +405,18 @@ class Recommender:
     def _store(
         self, recommendation_id: str, user_id: str, version: str | None, ranked: list[Scored]
     ) -> None:
+        # Compact, since every answer stores one: each distinct reason once (a list names at
+        # most a few dozen), items as parallel arrays.
+        reasons: dict[str, int] = {}
+        why = [reasons.setdefault(s.reason, len(reasons)) for s in ranked]
         payload = orjson.dumps(
             {
                 "user_id": user_id,
                 "model_version": version,
-                "items": [[s.item_id, s.score, s.reason] for s in ranked],
+                "ids": [s.item_id for s in ranked],
+                "scores": [s.score for s in ranked],
+                "reasons": list(reasons),
+                "why": why,
             }
         )
         try:
@@ -433,11 +442,11 @@ class Recommender:
             raw = self.client.get(rec_key(recommendation_id))
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
-        ttl_hours = self.settings.recommendation_ttl_seconds / 3600
+        ttl_minutes = self.settings.recommendation_ttl_seconds / 60
         if raw is None:
             raise RecommendationNotFound(
                 f"recommendation_id {recommendation_id!r} is unknown or expired (lists are kept "
-                f"{ttl_hours:g} h); ask again without recommendation_id for a new list"
+                f"{ttl_minutes:g} min); ask again without recommendation_id for a new list"
             )
         stored = orjson.loads(raw)
         if stored["user_id"] != user_id:
@@ -446,9 +455,14 @@ class Recommender:
             )
         blocked = set(exclude)
         clock = now.timestamp()
+        window = slice(offset, offset + k)
+        reasons = stored["reasons"]
+        page = zip(
+            stored["ids"][window], stored["scores"][window], stored["why"][window], strict=True
+        )
         items = [
-            Scored(item_id, score, reason)
-            for item_id, score, reason in stored["items"][offset : offset + k]
+            Scored(item_id, score, reasons[why])
+            for item_id, score, why in page
             if item_id not in blocked and snapshot.is_eligible(item_id, clock)
         ]
         return RecommendationList(recommendation_id, user_id, stored["model_version"], items)
