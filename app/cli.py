@@ -115,6 +115,7 @@ def consume_stream(
     Every message is acknowledged after its event is committed; messages a dead consumer left
     pending are claimed; messages that cannot be stored go to the dead-letter stream with the
     reason."""
+    import gc
     import signal
     import threading
 
@@ -170,6 +171,9 @@ def consume_stream(
             f"consuming [bold]{consumer_.stream}[/] as {consumer_.consumer} in group "
             f"{consumer_.group}; dead letters go to {consumer_.dead_letter}"
         )
+        # Start-up objects stay out of every later collection (as in the API process).
+        gc.collect()
+        gc.freeze()
         consumer_.run(stop)
         client.close()
     finally:

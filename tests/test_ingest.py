@@ -147,3 +147,21 @@ def test_ten_thousand_event_batch_is_accepted(client: TestClient, services: Serv
     assert body["accepted"] == 10_000
     assert count_rows(services, "events") == 10_000
     assert client.get("/v1/users/u7/profile").json()["events"] == 20
+
+
+def test_sqlite_batches_store_times_as_sqlalchemy_does() -> None:
+    """The SQLite batch path formats times itself; they must read back like any other row."""
+    from sqlalchemy import create_engine
+
+    from app.db.queries import sqlite_datetime
+
+    dialect = create_engine("sqlite://").dialect
+    column = Event.__table__.c.occurred_at
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    for value in (
+        datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ):
+        assert sqlite_datetime(value) == process(value)

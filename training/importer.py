@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +60,8 @@ class ImportReport:
     # Reading and storing the rows; rebuilding live profiles afterwards.
     seconds: float = 0.0
     profile_seconds: float = 0.0
+    # The process's peak resident memory when the rows were stored.
+    peak_memory_mb: float = 0.0
 
     @property
     def balanced(self) -> bool:
@@ -92,6 +95,7 @@ class ImportReport:
             "profiles": self.profiles,
             "seconds": round(self.seconds, 3),
             "profile_seconds": round(self.profile_seconds, 3),
+            "peak_memory_mb": round(self.peak_memory_mb, 1),
             "rows_per_second": round(self.read / self.seconds) if self.seconds else None,
         }
 
@@ -214,6 +218,7 @@ class Importer:
             report.quarantine_path = self.quarantine.path if self.quarantine.count else None
         report.ignored_columns = sorted(getattr(self.cleanser, "ignored_columns", ()))
         report.seconds = time.perf_counter() - started
+        report.peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if self.kind == "events":
             started = time.perf_counter()
             report.profiles = self._profiles()

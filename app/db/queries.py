@@ -188,8 +188,6 @@ def store_events_sqlite(
     driver = connection.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
-    # A bulk import's batches touch index pages all over; keep more of them in memory.
-    cursor.execute("PRAGMA cache_size=-65536")
     cursor.execute("BEGIN IMMEDIATE")
     try:
         item_ids = list(dict.fromkeys(row.item_id for row in rows))
