@@ -18,6 +18,7 @@ from app.api import events, experiments, health, items, models, recommendations,
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.experiments.middleware import ExperimentMiddleware
+from app.memory import limit_heaps
 from app.middleware import BodySizeLimit
 from app.schemas import EventBatchIn, EventIn, ItemBatchIn
 from app.services import Services
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Requests run concurrently and each scores one user (or a batch of them): BLAS
         # threads would only compete with the request threads for the same cores.
         threadpool_limits(limits=1, user_api="blas")
+        limit_heaps()
         services = await run_in_threadpool(Services.create, settings)
         app.state.services = services
         services.start_background()

@@ -311,7 +311,7 @@ def run_wrk(
 
 def _cpu(server: Server) -> float:
     total = 0.0
-    for pid in [server.process.pid, *server.worker_pids()]:
+    for pid in {server.process.pid, *server.worker_pids()}:  # one worker: the process itself
         with contextlib.suppress(psutil.NoSuchProcess):
             times = psutil.Process(pid).cpu_times()
             total += times.user + times.system
