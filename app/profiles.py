@@ -267,19 +267,21 @@ class ProfileStore:
         """
         if not events:
             return {"items": {}, "cats": {}, "counts": {}, "recent": {}, "meta": {}}
-        anchor = max(e.epoch for e in events)
+        # Each event's epoch once: converting a datetime is most of the per-event cost here.
+        timed = sorted(((e.epoch, e) for e in events), key=_first)
+        anchor = timed[-1][0]
         items: dict[str, float] = defaultdict(float)
         cats: dict[str, float] = defaultdict(float)
         counts: Counter[str] = Counter()
-        for event in sorted(events, key=lambda e: e.epoch):
+        for epoch, event in timed:
             contribution = event_weight(event.type, event.value, self.weights) * 2.0 ** (
-                (event.epoch - anchor) / self.half_life
+                (epoch - anchor) / self.half_life
             )
             items[event.item_id] += contribution
             for category in categories.get(event.item_id, ()):
                 cats[category] += contribution
             counts[event.type] += 1
-        members = sorted(((e.epoch, recent_member(e)) for e in events), reverse=True)
+        members = sorted(((epoch, recent_member(e)) for epoch, e in timed), reverse=True)
         recent = {member: epoch for epoch, member in members[: self.recent_cap]}
         meta = {"anchor": repr(anchor), "last_event_at": repr(anchor), "events": len(events)}
         return {
@@ -335,6 +337,10 @@ end
 redis.call('EXPIREAT', key, ARGV[1])
 return #pairs_
 """
+
+
+def _first(pair: tuple[float, Any]) -> float:
+    return pair[0]
 
 
 def dumps(value: Any) -> str:
