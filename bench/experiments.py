@@ -22,6 +22,12 @@ Figures are medians over the repeats of each state's p50 and p99, and their rati
 end the run checks, through the results endpoint and ``/metrics``, that every answer given while
 an experiment ran was logged as an exposure and that none was dropped.
 
+Then, because a machine shared with other work moves latencies between phases far more than
+5 %, a paired measurement: a second service on a copy of the shop, the A/A experiment running
+on one of the two (each in turn), and ``--paired`` rounds that ask the same user of both, one
+request at a time, so both sides see the same moments of the machine. Last, the CPU time the
+experiment code adds per request, measured in-process without HTTP.
+
 Run from the project root::
 
     .venv/bin/python bench/experiments.py                  # SQLite file + embedded Redis
@@ -37,6 +43,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -298,6 +305,60 @@ def in_process_costs(var_dir: Path, count: int) -> dict[str, float]:
     }
 
 
+def make_twin(shop: Shop) -> Shop:
+    """A copy of the shop (database, live profiles, registry) for a second service, made while
+    no service runs on the original."""
+    twin_dir = shop.var_dir.with_name(shop.var_dir.name + "-twin")
+    shutil.rmtree(twin_dir, ignore_errors=True)
+    twin_dir.mkdir(parents=True)
+    for name in ("recsys.db", "recsys.db-wal", "redis.rdb"):
+        if (shop.var_dir / name).exists():
+            shutil.copy2(shop.var_dir / name, twin_dir / name)
+    return Shop(**{**shop.__dict__, "var_dir": twin_dir})
+
+
+def paired(
+    servers: Sequence[Server], users: Sequence[str], count: int, seed: int
+) -> list[list[float]]:
+    """``count`` rounds of one request to each server in turn (the order alternating), one
+    request in flight at a time: both services see the same moments of the machine."""
+    rng = random.Random(seed)
+    paths = [f"/v1/users/{rng.choice(users)}/recommendations?k=10" for _ in range(count)]
+
+    async def go() -> list[list[float]]:
+        connections = [await HttpConnection(s.port).open() for s in servers]
+        out: list[list[float]] = [[] for _ in servers]
+        try:
+            for i, path in enumerate(paths):
+                order = range(len(servers)) if i % 2 == 0 else reversed(range(len(servers)))
+                for index in order:
+                    started = time.perf_counter()
+                    status, body = await connections[index].request("GET", path)
+                    out[index].append(time.perf_counter() - started)
+                    if status != 200:
+                        raise RuntimeError(f"{path}: {status} {body[:300]!r}")
+        finally:
+            for connection in connections:
+                connection.close()
+        return out
+
+    with client_gc_paused():
+        latencies: list[list[float]] = run_async(go())
+    return latencies
+
+
+def describe_latencies(latencies: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        **{
+            name: round(_percentile(ordered, q) * 1000, 3)
+            for name, q in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99))
+        },
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
+
+
 def exposures_dropped(server: Server) -> float:
     status, text = call(server, "GET", "/metrics")
     assert status == 200
@@ -321,6 +382,41 @@ def ratio(on: float, off: float) -> float:
     return round(on / off, 3) if off else float("nan")
 
 
+def measure_paired(
+    server: Server, twin: Shop, users: Sequence[str], args: argparse.Namespace, stamp: str
+) -> dict[str, Any]:
+    """Two services on identical copies of the shop, an A/A experiment running on one of them
+    (each in turn, for half of the rounds), requests alternating between the two: the noise of
+    a shared machine hits both sides alike, and the same user is asked of both in each round."""
+    on: list[float] = []
+    off: list[float] = []
+    with running_server(twin, args) as other:
+        for half, (with_experiment, without) in enumerate([(other, server), (server, other)]):
+            switch(without, "off", f"{stamp}-pair-off-{half}", users[0])
+            switch(with_experiment, "on", f"{stamp}-pair-{half}", users[0])
+            paired([with_experiment, without], users, 200, seed=900 + half)  # warm-up
+            latencies = paired([with_experiment, without], users, args.paired // 2, 500 + half)
+            on.extend(latencies[0])
+            off.extend(latencies[1])
+            print(
+                f"  paired half {half + 1}: {describe_latencies(latencies[0])} vs "
+                f"{describe_latencies(latencies[1])}",
+                flush=True,
+            )
+        switch(server, "off", f"{stamp}-pair-end", users[0])
+    on_stats, off_stats = describe_latencies(on), describe_latencies(off)
+    differences = sorted((a - b) * 1000 for a, b in zip(on, off, strict=True))
+    return {
+        "on": on_stats,
+        "off": off_stats,
+        "ratios": {
+            key: ratio(on_stats[key], off_stats[key])
+            for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")
+        },
+        "median_difference_per_round_ms": round(statistics.median(differences), 3),
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=50_000)
@@ -338,6 +434,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=8, help="off/on pairs")
     parser.add_argument(
         "--in-process", type=int, default=20_000, help="requests of the in-process measurement"
+    )
+    parser.add_argument(
+        "--paired", type=int, default=4000, help="rounds of the twin-service measurement"
     )
     parser.add_argument(
         "--service-env", action="append", default=[], help="NAME=VALUE for the service"
@@ -369,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {state: [] for state in STATES}
     experiments: list[str] = []
     on_answers = 0
+    twin = make_twin(shop) if args.paired else None
     with running_server(shop, args) as server:
         dropped_before = exposures_dropped(server)
         # Warm-up of every path (both states), the allocator and the catalogue alignment.
@@ -398,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The answers of the switch probes were logged too: count them from the results.
         logged = logged_exposures(server, experiments)
         dropped = exposures_dropped(server) - dropped_before
+        if twin is not None:
+            result["paired"] = measure_paired(server, twin, shop.users, args, stamp)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     costs = in_process_costs(var_dir, args.in_process)
     added_ms = (costs["middleware_added_us"] + costs["exposure_record_and_write_us"]) / 1000
@@ -435,7 +537,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     out = args.results_dir / f"experiments-{stamp}.json"
     out.write_text(json.dumps(result, indent=2, default=str))
-    shown = {"summary": summary, "exposures": result["exposures"], "in_process": costs}
+    shown = {
+        "summary": summary,
+        "paired": result.get("paired"),
+        "exposures": result["exposures"],
+        "in_process": costs,
+    }
     print(json.dumps(shown, indent=2))
     print(f"results: {_shown(str(out))}")
     return 0
