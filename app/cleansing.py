@@ -57,6 +57,12 @@ _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 
 
+def row_reason(message: str) -> str:
+    """A validation message as it reads for one row: the API says ``body:`` for rules about the
+    whole event, which in a file or a stream is the row or message itself."""
+    return message.removeprefix("body: ")
+
+
 class Rejected(ValueError):
     """A record that cannot be cleansed; ``reason`` says why, in the API's ``field: message``
     form."""

@@ -38,7 +38,7 @@ import orjson
 import redis
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.cleansing import EventCleanser, Rejected
+from app.cleansing import EventCleanser, Rejected, row_reason
 from app.config import Settings
 from app.ingest import EventIngestor
 from app.monitoring import (
@@ -243,7 +243,8 @@ class StreamConsumer:
                 dead.append((message_id, fields, exc.reason))
         valid, rejected = self.ingestor.parse(raw)
         for result in rejected:
-            dead.append((ids[result.index], fields_of[ids[result.index]], result.error or ""))
+            reason = row_reason(result.error or "")
+            dead.append((ids[result.index], fields_of[ids[result.index]], reason))
         counts = BatchResult()
         for index, status, error in self._store(valid):
             if status == "accepted":

@@ -133,7 +133,11 @@ PageParamOpt = Annotated[
 PageStartOpt = Annotated[int, typer.Option(help="Number of the first page.")]
 ParamOpt = Annotated[
     list[str] | None,
-    typer.Option("--param", help="NAME=VALUE query parameter of every request (repeatable)."),
+    typer.Option(
+        "--param",
+        help="NAME=VALUE query parameter (repeatable): sent for every numbered page, or with "
+        "the first request when following next links (they carry their own).",
+    ),
 ]
 HeaderOpt = Annotated[
     list[str] | None,

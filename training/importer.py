@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.cleansing import RecentDuplicates, Rejected
+from app.cleansing import RecentDuplicates, Rejected, row_reason
 from app.ingest import IngestOutcome
 from app.schemas import ItemBatchAck
 from app.services import Services
@@ -276,7 +276,11 @@ class Importer:
         valid, rejected = self.services.ingestor.parse(batch.payload)
         for result in rejected:
             batch.rejected.append(
-                (batch.rows[result.index], batch.originals[result.index], result.error or "")
+                (
+                    batch.rows[result.index],
+                    batch.originals[result.index],
+                    row_reason(result.error or ""),
+                )
             )
         batch.payload = valid
         return batch

@@ -187,6 +187,8 @@ def test_each_format_imports_good_rows_and_quarantines_bad_ones(
     for row, (_bad, field) in zip(quarantined, BAD, strict=True):
         assert field in row[QUARANTINE_COLUMN], row
     assert quarantined[0]["type"] == "teleport"
+    # The API's "body:" for rules about the whole event reads as the row's own reason here.
+    assert quarantined[3][QUARANTINE_COLUMN] == "rating events need a numeric `value`"
     assert sum(report.reasons.values()) == 4
 
 
