@@ -136,15 +136,10 @@ def test_an_event_the_database_refuses_is_isolated_and_dead_lettered(
     failing event is alone; the others are stored."""
 
     class RefusesOne(EventIngestor):
-        def ingest(
-            self,
-            events: Any,
-            now: Any = None,
-            update_profiles: bool = True,
-        ) -> IngestOutcome:
+        def ingest(self, events: Any, *args: Any, **kwargs: Any) -> IngestOutcome:
             if any(event.user_id == "poison" for _, event in events):
                 raise ValueError("cannot store this one")
-            return super().ingest(events, now, update_profiles)
+            return super().ingest(events, *args, **kwargs)
 
     ingestor = RefusesOne(services.sessions, services.profiles, stream_settings)
     consumer = StreamConsumer(services.redis, ingestor, stream_settings, consumer="c1")
