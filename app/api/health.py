@@ -11,8 +11,10 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Alive")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up; says nothing about its dependencies."""
+    # async: answered on the event loop, so a liveness probe never queues behind requests
+    # that fill the thread pool.
     return {"status": "ok"}
 
 
