@@ -44,9 +44,7 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,14 +59,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import serving  # noqa: E402
 from ingest import (  # noqa: E402  (bench/ is the script's own directory)
-    API_KEY,
     HttpConnection,
     _percentile,
     _shown,
     client_gc_paused,
     code_version,
-    free_port,
     run_async,
 )
 from serving import (  # noqa: E402
@@ -77,8 +74,6 @@ from serving import (  # noqa: E402
     _cpu_model,
     build_shop,
     measure_latency,
-    service_env,
-    wait_ready,
 )
 
 STATES = ("off", "on")
@@ -87,41 +82,8 @@ STATES = ("off", "on")
 @contextlib.contextmanager
 def running_server(shop: Shop, args: argparse.Namespace) -> Iterator[Server]:
     """The service, with the benchmark client's key holding the admin scope."""
-    port = free_port()
-    log_path = shop.var_dir / "service-experiments.log"
-    env = service_env(shop.var_dir, shop.redis_url)
-    env["RECSYS_API_KEYS"] = f"{API_KEY}:admin"
-    for pair in args.service_env:
-        name, _, value = pair.partition("=")
-        env[name] = value
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = Server(process, port, log_path)
-        try:
-            wait_ready(server)
-            yield server
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    with serving.running_server(shop, args, "admin", "service-experiments.log") as server:
+        yield server
 
 
 def call(server: Server, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -84,8 +84,8 @@ def service_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
         RECSYS_REDIS_URL=redis_url,
         RECSYS_AUTO_MIGRATE="false",
         PYTHONPATH=str(ROOT),
-        **extra,
     )
+    env.update(extra)  # may replace any of the above
     return env
 
 
@@ -180,9 +180,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(shop: Shop, args: argparse.Namespace) -> Iterator[Server]:
+def running_server(
+    shop: Shop, args: argparse.Namespace, scopes: str = "read", log_name: str = "service.log"
+) -> Iterator[Server]:
+    """The service on a free loopback port, the benchmark's key holding ``scopes``."""
     port = free_port()
-    log_path = shop.var_dir / "service.log"
+    log_path = shop.var_dir / log_name
     command = [
         sys.executable,
         "-m",
@@ -199,6 +202,7 @@ def running_server(shop: Shop, args: argparse.Namespace) -> Iterator[Server]:
         "warning",
     ]
     extra = dict(kv.split("=", 1) for kv in args.service_env)
+    extra["RECSYS_API_KEYS"] = f"{API_KEY}:{scopes}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
