@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import scipy.sparse as sp
 from sqlalchemy import ClauseElement, ColumnElement, Engine, Float, cast, func, select
 
@@ -258,126 +261,95 @@ def _load_interactions_rows(
     )
 
 
-# One row of the binary COPY below: a field count, then each field's length and value, all
-# big-endian. Every field is NOT NULL and fixed-width, so every row has this very layout.
-_COPY_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("user_len", ">i4"),
-        ("user", ">i4"),
-        ("item_len", ">i4"),
-        ("item", ">i4"),
-        ("type_len", ">i4"),
-        ("type", ">i2"),
-        ("value_len", ">i4"),
-        ("value", ">f8"),
-        ("stamp_len", ">i4"),
-        ("stamp", ">f8"),
-    ]
-)
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_COPY_LENGTHS = {"user_len": 4, "item_len": 4, "type_len": 2, "value_len": 8, "stamp_len": 8}
-
-
 def _load_interactions_postgresql(
     engine: Engine,
     event_weights: Mapping[str, float],
     item_ids: list[str],
     progress: Callable[[int], None] | None,
 ) -> Interactions:
-    """PostgreSQL: the database maps ids to dense codes and sends fixed-width binary rows,
-    which numpy reads whole; no Python object is made per event.
+    """PostgreSQL: one ``COPY ... TO STDOUT`` of the events as CSV, parsed and dictionary-encoded
+    by pyarrow; no Python object is made per event and the database does no join.
 
     Users are numbered in id order; items keep ``item_ids``'s order, items only the events know
-    are appended in id order. Read in one repeatable-read transaction, so the id maps and the
-    events agree.
+    are appended in id order (the same numbering as ``_load_interactions_rows`` gives).
     """
     type_weight = dict(event_weights)
     type_names = list(type_weight)
-    type_case = " ".join(f"WHEN %s THEN {code}" for code in range(len(type_names)))
+    buffer = bytearray()
     with engine.connect() as connection:
         raw: Any = connection.connection.dbapi_connection
         assert raw is not None
-        raw.commit()  # a fresh transaction with the isolation below
         with raw.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute(
-                "CREATE TEMPORARY TABLE recsys_read_items "
-                "(item_id text PRIMARY KEY, code integer NOT NULL) ON COMMIT DROP"
-            )
-            with cursor.copy("COPY recsys_read_items (item_id, code) FROM STDIN") as copy:
-                for code, item_id in enumerate(item_ids):
-                    copy.write_row((item_id, code))
-            cursor.execute(
-                "INSERT INTO recsys_read_items (item_id, code) "
-                "SELECT item_id, %s + row_number() OVER (ORDER BY item_id) - 1 FROM "
-                "(SELECT DISTINCT e.item_id FROM events e LEFT JOIN recsys_read_items r "
-                "ON r.item_id = e.item_id WHERE r.item_id IS NULL) AS unknown",
-                (len(item_ids),),
-            )
-            cursor.execute(
-                "CREATE TEMPORARY TABLE recsys_read_users ON COMMIT DROP AS "
-                "SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1)::integer AS code "
-                "FROM (SELECT DISTINCT user_id FROM events) AS users"
-            )
-            cursor.execute("SELECT item_id FROM recsys_read_items ORDER BY code")
-            all_items = [row[0] for row in cursor.fetchall()]
-            cursor.execute("SELECT user_id FROM recsys_read_users ORDER BY code")
-            all_users = [row[0] for row in cursor.fetchall()]
-            # Only placeholders and integer codes are formatted into the statement.
-            sql = (
-                "COPY (SELECT u.code, i.code, "  # noqa: S608
-                f"(CASE e.type {type_case} ELSE -1 END)::smallint, "
-                "COALESCE(e.value, 1.0)::float8, extract(epoch FROM e.occurred_at)::float8 "
-                "FROM events e JOIN recsys_read_users u ON u.user_id = e.user_id "
-                "JOIN recsys_read_items i ON i.item_id = e.item_id) TO STDOUT (FORMAT binary)"
-            )
-            buffer = bytearray()
-            reported = 0
-            with cursor.copy(sql, tuple(type_names)) as copy:
+            reported = rows = 0
+            with cursor.copy(
+                "COPY (SELECT user_id, item_id, type, COALESCE(value, 1.0)::float8, "
+                "date_part('epoch', occurred_at) FROM events) TO STDOUT (FORMAT csv)"
+            ) as copy:
                 for block in copy:
                     buffer += block
-                    rows = len(buffer) // _COPY_ROW.itemsize
-                    if progress is not None and rows - reported >= CHUNK_ROWS:
-                        progress(rows)
-                        reported = rows
+                    if progress is not None:
+                        rows += bytes(block).count(b"\n")
+                        if rows - reported >= CHUNK_ROWS:
+                            progress(rows)
+                            reported = rows
         raw.commit()
-    table = _parse_copy(bytes(buffer))
+    if not buffer:
+        buffer += b"\n"  # pyarrow refuses an empty file; one blank line reads as no rows
+    table = pa_csv.read_csv(
+        pa.py_buffer(buffer),
+        read_options=pa_csv.ReadOptions(column_names=_CSV_COLUMNS),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(column_types=_CSV_TYPES, strings_can_be_null=False),
+    )
+    del buffer
     if progress is not None:
-        progress(len(table))
-    types = table["type"].astype(np.int8)
+        progress(table.num_rows)
+    users, user_ids = _codes(table["user_id"])
+    items, item_codes = _codes(table["item_id"], order=item_ids)
+    kinds, _ = _codes(table["type"], order=type_names)
+    # Types the weights leave out sort after ``type_names``: code -1 and weight 0.
+    types = np.where(kinds < len(type_names), kinds, -1).astype(np.int8)
     weight_of = np.array([type_weight[name] for name in type_names] + [0.0])
-    weights = weight_of[types]  # -1 (a type without a weight) picks the appended 0
+    weights = weight_of[types]
     if "rating" in type_weight:
         is_rating = types == type_names.index("rating")
-        weights = np.where(is_rating, weights * table["value"], weights)
+        weights = np.where(is_rating, weights * table["value"].to_numpy(), weights)
+    timestamps = table["stamp"].to_numpy().astype(np.float64)
+    del table
+    # pyarrow's allocator keeps freed pages for reuse; nothing else here will use them.
+    pa.default_memory_pool().release_unused()
     return Interactions(
-        user_ids=all_users,
-        item_ids=all_items,
-        users=table["user"].astype(np.int64),
-        items=table["item"].astype(np.int64),
+        user_ids=user_ids,
+        item_ids=item_codes,
+        users=users,
+        items=items,
         weights=weights.astype(np.float64),
-        timestamps=table["stamp"].astype(np.float64),
+        timestamps=timestamps,
         types=types,
         type_names=type_names,
     )
 
 
-def _parse_copy(data: bytes) -> npt.NDArray[np.void]:
-    """The rows of a binary COPY whose rows all have the ``_COPY_ROW`` layout."""
-    if not data.startswith(_COPY_SIGNATURE):
-        raise ValueError("not PostgreSQL binary COPY data")
-    extension = int.from_bytes(data[15:19], "big")
-    start = 19 + extension
-    end = len(data) - 2  # the trailer: a field count of -1
-    if data[end:] != b"\xff\xff" or (end - start) % _COPY_ROW.itemsize:
-        raise ValueError("binary COPY data of unexpected length")
-    table = np.frombuffer(
-        data, dtype=_COPY_ROW, offset=start, count=(end - start) // _COPY_ROW.itemsize
-    )
-    if table.size and not (
-        (table["fields"] == 5).all()
-        and all((table[name] == size).all() for name, size in _COPY_LENGTHS.items())
-    ):
-        raise ValueError("binary COPY rows of unexpected layout")
-    return table
+_CSV_COLUMNS = ["user_id", "item_id", "type", "value", "stamp"]
+_CSV_TYPES = {
+    "user_id": pa.string(),
+    "item_id": pa.string(),
+    "type": pa.string(),
+    "value": pa.float64(),
+    "stamp": pa.float64(),
+}
+
+
+def _codes(column: pa.ChunkedArray, order: Sequence[str] = ()) -> tuple[IntArray, list[str]]:
+    """Dense codes of a string column: the values of ``order`` first, in that order, then the
+    column's other values in sorted order."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    seen: list[str] = encoded.dictionary.to_pylist()
+    first = {value: code for code, value in enumerate(order)}
+    rest = sorted(value for value in seen if value not in first)
+    names = [*order, *rest]
+    position = {value: code for code, value in enumerate(rest, start=len(order))}
+    position.update(first)
+    remap = np.fromiter((position[value] for value in seen), dtype=np.int64, count=len(seen))
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    return remap[indices] if len(indices) else np.empty(0, dtype=np.int64), names

@@ -9,16 +9,34 @@ shape (n_items, n_components) that the service can load from an ``.npz``.
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import MultiLabelBinarizer, normalize
+
+# scikit-learn takes about a second to import and only the content step needs it.
+_SKLEARN_MODULES = (
+    "sklearn.decomposition",
+    "sklearn.feature_extraction.text",
+    "sklearn.preprocessing",
+)
+
+
+def preload() -> threading.Thread:
+    """Import scikit-learn in a background thread, so the import overlaps work that waits
+    on the database; a later import of the same modules waits for it (import lock)."""
+    thread = threading.Thread(
+        target=lambda: [importlib.import_module(name) for name in _SKLEARN_MODULES],
+        name="preload-sklearn",
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,8 @@ class ItemEmbedding:
 
 
 def _block_rows_unit(matrix: sp.csr_matrix, weight: float) -> sp.csr_matrix:
+    from sklearn.preprocessing import normalize
+
     # Unit rows per block make "weight" mean the same thing whatever the vocabulary size.
     return sp.csr_matrix(normalize(matrix, norm="l2", axis=1) * weight)
 
@@ -60,6 +80,8 @@ def category_matrix(categories: Sequence[Sequence[str]]) -> tuple[sp.csr_matrix,
     names : list of str
         Category of every column.
     """
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     binarizer = MultiLabelBinarizer(sparse_output=True)
     matrix = binarizer.fit_transform([sorted(set(c)) for c in categories])
     return sp.csr_matrix(matrix, dtype=np.float32), [str(c) for c in binarizer.classes_]
@@ -74,6 +96,8 @@ def text_matrix(
     -------
     csr_matrix of shape (n_items, n_terms)
     """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     documents = [
         " ".join([title, *tag_list, *("tag_" + t.lower().replace(" ", "_") for t in tag_list)])
         for title, tag_list in zip(titles, tags, strict=True)
@@ -196,6 +220,9 @@ def build_item_embedding(
         # Divide by sqrt(columns) so the block's expected row norm is about its weight.
         scale = w.attributes / math.sqrt(max(numeric.shape[1], 1))
         blocks.append(sp.csr_matrix(numeric * scale))
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
     features = sp.hstack(blocks, format="csr", dtype=np.float32)
     dims = min(n_components, features.shape[1] - 1, n_items - 1)
     if dims < 1:

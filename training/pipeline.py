@@ -26,6 +26,7 @@ from app.db.models import ModelVersion
 from training.artifact import ArtifactError, ModelArtifact
 from training.data import Interactions, count_events, load_interactions, load_items
 from training.evaluation import Dataset, ModelChoice, ModelResult, build_hybrid, score_model, tune
+from training.features import preload as preload_features
 from training.recommenders import (
     ALSScorer,
     HybridScorer,
@@ -165,6 +166,7 @@ def train(
         timings[name] = now - clock
         clock = now
 
+    preload_features()
     registry = Registry(sessions)
     items = load_items(engine)
     total = count_events(engine)

@@ -48,17 +48,22 @@ def test_both_readers_agree_on_every_event(services: Services) -> None:
         {"user_id": "u2", "item_id": "i1", "type": "dislike"},
         {"user_id": "u2", "item_id": "stub-9", "type": "purchase"},
         {"user_id": "u3", "item_id": "i4", "type": "click"},
+        # Ids that need quoting in CSV, and non-ASCII ones.
+        {"user_id": 'u,"4"', "item_id": "i3", "type": "view"},
+        {"user_id": "ü5 ß", "item_id": 'stub,"x"', "type": "like"},
     ]
     for n, event in enumerate(events):
         event["timestamp"] = (now - timedelta(minutes=n)).isoformat()
     assert load_events(services, events).rejected == 0
     weights = {k: v for k, v in DEFAULT_EVENT_WEIGHTS.items() if k != "click"}
-    catalogue = [i for i in load_items(services.engine).ids if i != "stub-9"]
+    catalogue = [i for i in load_items(services.engine).ids if not i.startswith("stub")]
 
     rows = _load_interactions_rows(services.engine, weights, catalogue, None)
     chosen = load_interactions(services.engine, weights, item_ids=catalogue)
     assert keyed(chosen) == keyed(rows)
-    assert chosen.item_ids == [*catalogue, "stub-9"]
+    # The catalogue's order first, then the items only the events know.
+    assert chosen.item_ids[: len(catalogue)] == catalogue
+    assert sorted(chosen.item_ids[len(catalogue) :]) == sorted(["stub-9", 'stub,"x"'])
     assert len(chosen) == len(events)
     by_type = {entry[4]: entry[2] for entry in keyed(chosen)}
     assert by_type["rating"] == DEFAULT_EVENT_WEIGHTS["rating"] * 4.5
