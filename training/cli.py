@@ -84,12 +84,28 @@ def open_database() -> Iterator[Database]:
 
 @contextmanager
 def open_services() -> Iterator[Services]:
+    """Database (migrated) and Redis of the configured service, for a command that stores data.
+
+    Live profiles are brought up to date first, as the service does at start-up: a Redis that
+    lost its data (or never had it) gets every stored user's profile rebuilt, and an empty
+    database marks Redis as complete, so that the events this command adds are all the service
+    needs to know and its first start does not rebuild them again.
+    """
     # Imported here: the API stack costs import time that train and evaluate do not need.
+    import redis
+
     from app.services import Services
 
-    """Database (migrated) and Redis of the configured service, for one command."""
     services = Services.create(get_settings(), migrate=True)
     try:
+        try:
+            rebuilt = services.rebuilder.ensure_populated()
+        except redis.RedisError as exc:
+            # The events still go to the database with pending marks; the service rebuilds.
+            console.print(f"[yellow]live profiles not checked, Redis did not answer: {exc}[/]")
+        else:
+            if rebuilt:
+                console.print(f"rebuilt {rebuilt:,} live profiles that Redis had lost")
         yield services
     finally:
         services.close()

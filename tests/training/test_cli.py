@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 import training.cli as training_cli
 from app.config import Settings, get_settings
+from app.db.models import Event
 from app.services import Services
 from tests.conftest import count_rows
 from training import demo
@@ -142,8 +144,28 @@ def test_demo_data_loads_the_shop_and_a_rerun_adds_nothing(
     assert second.exit_code == 0, second.output
     assert report_row(second.output, "events") == (n, 0, n, 0)
     assert count_rows(services, "events") == n
-    # Ingestion also fed the live profiles, as the API would have.
+    # Ingestion also fed the live profiles, as the API would have, and Redis is known to hold
+    # them all: the service's first start has nothing to rebuild.
     assert services.profiles.read("user-00000").events > 0
+    assert services.rebuilder.ensure_populated() == 0
+
+
+def test_a_load_on_a_redis_that_lost_its_data_first_rebuilds_the_profiles(
+    shop: Services,
+) -> None:
+    """Stored events whose profiles Redis no longer holds are rebuilt before a command adds
+    more, so the live profiles end up counting every stored event."""
+    shop.profiles.client.flushdb()
+    result = run("demo-data", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "rebuilt" in result.output
+    profile = shop.profiles.read("user-00000")
+    with shop.sessions() as session:
+        stored = session.scalar(
+            select(func.count()).select_from(Event).where(Event.user_id == "user-00000")
+        )
+    assert profile.events == stored > 0
+    assert shop.rebuilder.ensure_populated() == 0
 
 
 def write_modern_movielens(folder: Path) -> None:
