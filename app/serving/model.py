@@ -166,23 +166,31 @@ def _mean_cov(
 class ServingModel:
     """Everything needed to score any user against every item of one model version.
 
+    The item factors are not kept as an array of their own: ``blend.primary`` holds them
+    already, except for the rows of cold items, which it replaces by the mean warm row. Those
+    few original rows are kept in ``cold_factors``; :meth:`factors_of` puts them back.
+
     Attributes
     ----------
-    item_factors : ndarray of float32, shape (n_items, n_factors)
+    factor_norms : ndarray of float32, shape (n_items,)
+        Length of every item's factor row (cold items' original rows).
+    cold_items : ndarray of int64, shape (n_cold,)
+        The indices of the cold items (popularity <= 0), ascending.
+    cold_factors : ndarray of float32, shape (n_cold, n_factors)
+        Their factor rows as the artifact has them.
     system : ndarray of float64, shape (n_factors, n_factors)
         ``Y^T Y + regularization * I``, the part of every fold-in system that no user changes.
     unit_embeddings : ndarray of float32, shape (n_items, n_dims), or None
     popularity : ndarray of float32, shape (n_items,)
-    popularity_part : ndarray of float32, shape (n_items,)
-        The popularity component already standardised and weighted: the same for every user.
     """
 
     version: str
     created_at: str
     item_ids: list[str]
     index: dict[str, int]
-    item_factors: FloatArray
     factor_norms: npt.NDArray[np.float32]
+    cold_items: IntArray
+    cold_factors: FloatArray
     system: npt.NDArray[np.float64]
     alpha: float
     confidence: Literal["linear", "log"]
@@ -191,7 +199,6 @@ class ServingModel:
     popularity: FloatArray
     cold: npt.NDArray[np.bool_]
     weights: dict[str, float]
-    popularity_part: FloatArray
     value_scheme: ValueScheme
     event_weights: dict[str, float]
     blend: LinearBlend
@@ -205,7 +212,22 @@ class ServingModel:
 
     @property
     def n_factors(self) -> int:
-        return int(self.item_factors.shape[1])
+        return int(self.cold_factors.shape[1])
+
+    @property
+    def warm_factors(self) -> FloatArray:
+        """The factors as ``blend.primary`` holds them, shape (n_items, n_factors): a view,
+        exact for warm items, the mean warm row for cold ones."""
+        return self.blend.primary[:, :-1]
+
+    def factors_of(self, items: IntArray) -> FloatArray:
+        """The artifact's factor rows of ``items``, shape (len(items), n_factors), cold items'
+        included."""
+        rows = self.blend.primary[items, :-1]
+        cold = self.cold[items]
+        if cold.any():
+            rows[cold] = self.cold_factors[np.searchsorted(self.cold_items, items[cold])]
+        return rows
 
     @classmethod
     def from_artifact(cls, artifact: ModelArtifact) -> ServingModel:
@@ -214,7 +236,6 @@ class ServingModel:
         arrays = artifact.arrays
         name = artifact.version
         factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
-        n_items = factors.shape[0]
         floats = np.asarray(arrays["als_float_params"], dtype=np.float64).ravel().tolist()
         if len(floats) != len(FLOAT_PARAMS):
             raise ArtifactError(f"artifact {name}: als_float_params has {len(floats)} values")
@@ -250,13 +271,9 @@ class ServingModel:
         gram = (y64.T @ y64).astype(np.float32).astype(np.float64)
         system = gram + params["regularization"] * np.eye(factors.shape[1])
         popularity = np.asarray(arrays["popularity"], dtype=np.float32)
-        popularity_part = np.zeros(n_items, dtype=np.float32)
-        if weights["popularity"]:
-            popularity_part = weights["popularity"] * standardize(
-                np.log1p(popularity).astype(np.float32)
-            )
         item_ids = artifact.item_ids
         cold = popularity <= 0
+        cold_items = np.flatnonzero(cold)
         unit_embeddings = None if embeddings is None else unit_rows(embeddings)
         linear = LinearBlend.build(factors, cold, unit_embeddings, popularity)
         return cls(
@@ -264,8 +281,9 @@ class ServingModel:
             created_at=artifact.created_at,
             item_ids=item_ids,
             index={item_id: i for i, item_id in enumerate(item_ids)},
-            item_factors=factors,
             factor_norms=np.linalg.norm(factors, axis=1).astype(np.float32),
+            cold_items=cold_items,
+            cold_factors=factors[cold_items],
             system=system,
             alpha=params["alpha"],
             confidence="log" if confidence == "log" else "linear",
@@ -274,7 +292,6 @@ class ServingModel:
             popularity=popularity,
             cold=cold,
             weights=weights,
-            popularity_part=popularity_part,
             value_scheme=scheme,
             event_weights=event_weights,
             blend=linear,
@@ -296,7 +313,7 @@ class ServingModel:
         if self.confidence == "log":
             values = np.log1p(values / self.log_epsilon).astype(np.float32)
         conf = self.alpha * values.astype(np.float64)
-        rows = self.item_factors[row.items].astype(np.float64)
+        rows = self.factors_of(row.items).astype(np.float64)
         weight = np.abs(conf) - 1.0
         lhs = self.system + (rows * weight[:, None]).T @ rows
         rhs = np.where(conf > 0, conf, 0.0) @ rows
@@ -312,9 +329,10 @@ class ServingModel:
 
     def components(self, row: UserRow) -> dict[str, FloatArray]:
         """Raw ALS and content scores of every item, each of shape (n_items,)."""
-        als = np.asarray(self.fold_in(row) @ self.item_factors.T, dtype=np.float32)
+        als = np.asarray(self.fold_in(row) @ self.warm_factors.T, dtype=np.float32)
         # An item nobody interacted with in training has meaningless factors: give it the
         # user's mean so that content and popularity decide its rank (as HybridScorer does).
+        # The mean row that warm_factors holds for it is thus never used.
         if self.cold.any() and not self.cold.all():
             als[self.cold] = als[~self.cold].mean()
         out = {"als": als}
@@ -382,8 +400,9 @@ class ServingModel:
         weighted by the model's ALS and content weights; a component the item lacks (no
         interactions in training, no embedding) is left out."""
         parts: list[tuple[float, FloatArray]] = []
-        if not self.cold[item] and float(np.abs(self.item_factors[item]).sum()) > 0:
-            cosine = (self.item_factors @ self.item_factors[item]) / np.maximum(
+        factors = self.warm_factors  # cold rows are overwritten below
+        if not self.cold[item] and float(np.abs(factors[item]).sum()) > 0:
+            cosine = (factors @ factors[item]) / np.maximum(
                 self.factor_norms * self.factor_norms[item], 1e-12
             )
             if self.cold.any() and not self.cold.all():
@@ -410,6 +429,6 @@ class ServingModel:
             similarity = self.unit_embeddings[candidates] @ self.unit_embeddings[anchors].T
         else:
             similarity = (
-                unit_rows(self.item_factors[candidates]) @ unit_rows(self.item_factors[anchors]).T
+                unit_rows(self.factors_of(candidates)) @ unit_rows(self.factors_of(anchors)).T
             )
         return np.asarray(similarity.argmax(axis=1), dtype=np.int64)

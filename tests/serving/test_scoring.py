@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import scipy.sparse as sp
 
@@ -20,6 +21,7 @@ from training.recommenders import (
     PopularityScorer,
     fit_als,
     fold_in_user,
+    hybrid_from_arrays,
     hybrid_to_arrays,
 )
 
@@ -219,3 +221,76 @@ def test_top_is_the_best_allowed_items_of_the_full_ranking(
         chosen, scores = model.top(row, allowed, size, weights)
         assert chosen.tolist() == ranked.tolist()
         np.testing.assert_allclose(scores, full[ranked], rtol=1e-5, atol=1e-5)
+
+
+def with_cold_factors(model: HybridScorer) -> tuple[ModelArtifact, npt.NDArray[np.int64]]:
+    """The model's artifact, two of its four cold items given factors of their own.
+
+    implicit leaves an item without interactions at zero, but the artifact is what serving
+    must apply, whatever it holds (a remapped or hand-made model may hold anything there).
+    """
+    served = artifact(model, "weighted")
+    cold = np.flatnonzero(served.arrays["popularity"] <= 0)
+    factors = served.arrays["item_factors"].copy()
+    factors[cold[:2]] = np.random.default_rng(4).normal(size=(2, factors.shape[1]))
+    served.arrays["item_factors"] = factors
+    return served, cold
+
+
+def similar_reference(arrays: dict[str, npt.NDArray[Any]], item: int) -> npt.NDArray[np.float64]:
+    """Item-item similarity as serving defines it, from the artifact's arrays alone: z-scored
+    ALS cosine (cold items at the mean warm cosine; none for a cold item) and content cosine."""
+    factors = arrays["item_factors"].astype(np.float64)
+    embeddings = arrays["item_embeddings"].astype(np.float64)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cold = arrays["popularity"] <= 0
+    w_als, w_content, _ = arrays["blend_weights"].tolist()
+    norms = np.linalg.norm(factors, axis=1)
+    cosine = factors @ factors[item] / np.maximum(norms * norms[item], 1e-12)
+    cosine[cold] = cosine[~cold].mean()
+    content = embeddings @ embeddings[item]
+    total = w_content * (content - content.mean()) / content.std()
+    if not cold[item]:
+        total += w_als * (cosine - cosine.mean()) / cosine.std()
+    return total
+
+
+def test_items_cold_in_training_keep_the_artifact_factors() -> None:
+    """Serving keeps cold items' factors apart from the blend matrix (which holds the mean warm
+    row for them): live events on items that were cold in training fold in with the artifact's
+    factors, and fold-ins, scores, similar items and nearest anchors equal what the artifact's
+    arrays give."""
+    matrix = user_items(weighted=True)
+    served, cold = with_cold_factors(hybrid(matrix))
+    model = ServingModel.from_artifact(served)
+    reference = hybrid_from_arrays(served.arrays)
+    np.testing.assert_array_equal(
+        model.factors_of(np.arange(N_ITEMS)), served.arrays["item_factors"]
+    )
+
+    live = matrix.toarray()
+    live[::2, cold[0]] = 1.0  # every other user now viewed a cold item,
+    live[1::3, cold[1]] = -4.0  # some disliked another one,
+    live[::5, cold[2]] = 8.0  # and some bought one whose factors are zero
+    live = sp.csr_matrix(live)
+    expected_factors = reference.als.fold_in(live)
+    expected_scores = reference.score(np.arange(N_USERS), live)
+    for user in range(N_USERS):
+        row = row_of(live, user)
+        np.testing.assert_allclose(model.fold_in(row), expected_factors[user], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.score(row), expected_scores[user], rtol=1e-4, atol=1e-4)
+
+    for item in range(N_ITEMS):
+        np.testing.assert_allclose(
+            model.similar_scores(item), similar_reference(served.arrays, item), rtol=1e-5, atol=1e-5
+        )
+
+    # Without embeddings, "because you ..." anchors are matched by factor cosine.
+    served.arrays.pop("item_embeddings")
+    served.arrays["blend_weights"] = np.array([1.0, 0.0, 0.2])
+    plain = ServingModel.from_artifact(served)
+    factors = served.arrays["item_factors"].astype(np.float64)
+    unit = factors / np.maximum(np.linalg.norm(factors, axis=1, keepdims=True), 1e-12)
+    candidates, anchors = np.arange(N_ITEMS), np.array([cold[0], 3, cold[1], 7, 11])
+    expected = (unit[candidates] @ unit[anchors].T).argmax(axis=1)
+    np.testing.assert_array_equal(plain.nearest_of(candidates, anchors), expected)
