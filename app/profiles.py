@@ -8,7 +8,8 @@ updates up to ``USERS_PER_SCRIPT_CALL`` users):
 - ``items``: per item, the sum of event-type weights with exponential time decay;
 - ``cats``: the same per category of the items;
 - ``counts``: events per type;
-- ``meta``: decay anchor, last event time, number of events.
+- ``meta``: decay anchor, last event time, number of events;
+- ``log`` and ``seen``: only around a rebuild from the database (see ``open_rebuild``).
 
 Globally, per time bucket: ``trending:<bucket>`` (items by positive weight) and
 ``activity:<bucket>`` (events per type), expiring after the retention window.
@@ -54,6 +55,13 @@ class ProfileEvent(NamedTuple):
         return self.occurred_at.timestamp()
 
 
+# While a rebuild runs, the events applied live are logged for it (the log expires if the
+# rebuild dies); after it, the ids of the recent events its database read saw are kept this
+# long, so a live update of one of them arriving late is skipped.
+REBUILD_LOG_SECONDS = 300
+REBUILD_SEEN_SECONDS = 600
+
+
 @dataclass(frozen=True, slots=True)
 class UserKeys:
     recent: str
@@ -61,14 +69,39 @@ class UserKeys:
     cats: str
     counts: str
     meta: str
+    log: str
+    seen: str
 
     def all(self) -> list[str]:
+        """The keys that hold the profile."""
         return [self.recent, self.items, self.cats, self.counts, self.meta]
+
+    def script_keys(self) -> list[str]:
+        """The keys the profile scripts take, in their order (``profile_functions.lua``)."""
+        return [self.recent, self.items, self.cats, self.counts, self.meta, self.log, self.seen]
 
 
 def user_keys(user_id: str) -> UserKeys:
     tag = f"{PREFIX}:{{u:{user_id}}}"
-    return UserKeys(f"{tag}:recent", f"{tag}:items", f"{tag}:cats", f"{tag}:counts", f"{tag}:meta")
+    return UserKeys(
+        f"{tag}:recent",
+        f"{tag}:items",
+        f"{tag}:cats",
+        f"{tag}:counts",
+        f"{tag}:meta",
+        f"{tag}:rebuild-log",
+        f"{tag}:rebuild-seen",
+    )
+
+
+def _script(name: str) -> str:
+    """A profile script: the shared functions followed by the script's own body."""
+    folder = resources.files("app")
+    return (
+        folder.joinpath("profile_functions.lua").read_text()
+        + "\n"
+        + folder.joinpath(name).read_text()
+    )
 
 
 def event_weight(event_type: str, value: float | None, weights: Mapping[str, float]) -> float:
@@ -116,8 +149,8 @@ class ProfileStore:
         self.recent_cap = settings.profile_recent_max
         self.bucket_seconds = settings.trending_bucket_seconds
         self.retention_buckets = settings.trending_retention_buckets
-        source = resources.files("app").joinpath("apply_events.lua").read_text()
-        self._apply_script = client.register_script(source)
+        self._apply_script = client.register_script(_script("apply_events.lua"))
+        self._replace_script = client.register_script(_script("replace_profile.lua"))
         self._trending_script = client.register_script(ADD_TRENDING_LUA)
         self._cluster = isinstance(cast(object, client), RedisCluster)
 
@@ -151,6 +184,7 @@ class ProfileStore:
                     event.epoch,
                     recent_member(event).decode(),
                     tuple(categories.get(event.item_id, ())),
+                    event.event_id,
                 )
             )
         pipe = self.client.pipeline(transaction=False)
@@ -162,7 +196,9 @@ class ProfileStore:
         for start in range(0, len(users), per_call):
             chunk = users[start : start + per_call]
             # Bytes: redis-py sends them as they are, without encoding each one again.
-            keys = [key.encode() for user_id, _ in chunk for key in user_keys(user_id).all()]
+            keys = [
+                key.encode() for user_id, _ in chunk for key in user_keys(user_id).script_keys()
+            ]
             args = dumps([user_events for _, user_events in chunk])
             pipe.evalsha(sha, len(keys), *keys, half_life, cap, args)
         self._add_counters(pipe, events, now or datetime.now(UTC))
@@ -181,7 +217,7 @@ class ProfileStore:
         ]
         errors = [answer for answer in answers if isinstance(answer, Exception)]
         if missing:
-            for script in (self._apply_script, self._trending_script):
+            for script in (self._apply_script, self._replace_script, self._trending_script):
                 self.client.script_load(script.script)
             retry = self.client.pipeline(transaction=False)
             for _evalsha, sha, *keys_and_args in missing:
@@ -221,32 +257,56 @@ class ProfileStore:
                 pipe.hincrby(a_key, event_type, count)
             pipe.expireat(a_key, expire_at)
 
+    def open_rebuild(self, user_ids: Iterable[str]) -> None:
+        """Start logging the events applied live to these users' profiles; call it before the
+        database read of a rebuild, and ``replace_users`` after it."""
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            log = user_keys(user_id).log
+            # An empty entry only makes the list exist; the scripts skip it.
+            pipe.delete(log)
+            pipe.rpush(log, "")
+            pipe.expire(log, REBUILD_LOG_SECONDS)
+            if self._cluster:
+                pipe.execute()
+        pipe.execute()
+
     def replace_users(
         self,
         events_by_user: Mapping[str, Sequence[ProfileEvent]],
         categories: Mapping[str, Sequence[str]],
+        seen: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
-        """Replace whole profiles with ones computed from each user's complete event history."""
-        # One MULTI per call (one per user on Redis Cluster, where a transaction stays within
-        # a slot): a reader never sees a half-written profile, and the call is one round trip.
-        pipe = self.client.pipeline(transaction=True)
+        """Replace whole profiles with ones computed from each user's complete event history.
+
+        One script call per user, all in one round trip; each is atomic, so a reader never sees
+        a half-written profile. Events applied live since ``open_rebuild`` that the history
+        lacks are applied again on top; ``seen`` (user -> ids of the history's recent events)
+        makes a late live update of one of those a no-op.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        half_life, cap = repr(self.half_life), str(self.recent_cap)
+        ttl = str(REBUILD_SEEN_SECONDS)
         for user_id, events in events_by_user.items():
-            keys = user_keys(user_id)
             built = self.compute_profile(events, categories)
-            pipe.delete(*keys.all())
-            for key, mapping in (
-                (keys.items, built["items"]),
-                (keys.cats, built["cats"]),
-                (keys.counts, built["counts"]),
-                (keys.meta, built["meta"]),
-            ):
-                if mapping:
-                    pipe.hset(key, mapping=mapping)
-            if built["recent"]:
-                pipe.zadd(keys.recent, built["recent"])
+            payload = {
+                "items": built["items"],
+                "cats": built["cats"],
+                "counts": {k: str(v) for k, v in built["counts"].items()},
+                "meta": {k: str(v) for k, v in built["meta"].items()},
+                "recent": [
+                    [repr(score), member.decode()] for member, score in built["recent"].items()
+                ],
+                "seen": sorted((seen or {}).get(user_id, ())),
+            }
+            keys = user_keys(user_id).script_keys()
+            pipe.evalsha(
+                self._replace_script.sha, len(keys), *keys, half_life, cap, ttl, dumps(payload)
+            )
             if self._cluster:
-                pipe.execute()
-        pipe.execute()
+                self._execute(pipe)
+                pipe = self.client.pipeline(transaction=False)
+        self._execute(pipe)
 
     def replace_counters(self, events: Iterable[ProfileEvent], now: datetime | None = None) -> None:
         """Recompute every live time bucket from the given events (all events in the window)."""

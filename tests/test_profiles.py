@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.profiles import ProfileStore, activity_key, trending_key, user_keys
+from app.profiles import ProfileEvent, ProfileStore, activity_key, trending_key, user_keys
 from app.services import Services
 
 
@@ -175,3 +175,86 @@ def test_trending_and_activity_counters_per_time_bucket(
     activity = services.redis.hgetall(activity_key(bucket))
     assert activity == {b"purchase": b"1", b"view": b"1", b"dislike": b"1"}
     assert services.redis.ttl(trending_key(bucket)) > 0
+
+
+def _db_events(services: Services, user_id: str) -> list[ProfileEvent]:
+    from app.db.queries import as_utc, user_events_query
+
+    with services.sessions() as session:
+        return [
+            ProfileEvent(r.event_id, r.user_id, r.item_id, r.type, r.value, as_utc(r.occurred_at))
+            for r in session.execute(user_events_query([user_id]))
+        ]
+
+
+def _clean_rebuild(services: Services, user_id: str, now: datetime) -> dict[str, object]:
+    """The user's profile rebuilt from the database with nothing else going on."""
+    from app.reconcile import ProfileRebuilder
+
+    keys = user_keys(user_id)
+    services.redis.delete(*keys.all(), keys.seen, keys.log)
+    ProfileRebuilder(services.sessions, services.profiles).rebuild_users([user_id])
+    return _comparable(services.profiles, user_id, now)
+
+
+def test_an_event_applied_live_while_its_user_is_rebuilt_is_not_lost(
+    services: Services,
+) -> None:
+    """An event committed after the rebuild read the user's events, and applied live before the
+    rebuild wrote the profile, still counts once in the profile the rebuild leaves."""
+    from sqlalchemy import event as sa_event
+
+    from app.reconcile import ProfileRebuilder
+
+    now = datetime.now(UTC)
+    first = [
+        {"event_id": f"a{k}", "user_id": "u", "item_id": f"i{k}", "type": "view"} for k in range(3)
+    ]
+    assert services.ingestor.ingest_raw(first, now=now).accepted == 3
+    late = {"event_id": "late", "user_id": "u", "item_id": "i9", "type": "purchase"}
+    fired: list[str] = []
+
+    def during_read(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not fired and "received_at" in statement and "FROM events" in statement:
+            fired.append(statement)
+            outcome = services.ingestor.ingest_raw([late], now=now)
+            assert (outcome.accepted, outcome.profile) == (1, "updated")
+
+    sa_event.listen(services.engine, "after_cursor_execute", during_read)
+    try:
+        ProfileRebuilder(services.sessions, services.profiles).rebuild_users(["u"])
+    finally:
+        sa_event.remove(services.engine, "after_cursor_execute", during_read)
+    assert fired, "the rebuild's read of the events was not seen"
+
+    after = _comparable(services.profiles, "u", now)
+    assert after["events"] == len(_db_events(services, "u")) == 4
+    assert after["counts"] == {"view": 3, "purchase": 1}
+    _assert_same_profile(_clean_rebuild(services, "u", now), after)
+
+
+def test_an_event_the_rebuild_saw_is_not_applied_again_when_its_live_update_comes_late(
+    services: Services,
+) -> None:
+    """An event committed before the rebuild's read whose live update reaches Redis only after
+    the rebuild (a slow request) is not counted twice."""
+    from app.reconcile import ProfileRebuilder
+
+    now = datetime.now(UTC)
+    events = [
+        {"event_id": f"b{k}", "user_id": "w", "item_id": f"i{k}", "type": "click"} for k in range(2)
+    ]
+    assert services.ingestor.ingest_raw(events, now=now, update_profiles=False).accepted == 2
+    stored = _db_events(services, "w")
+    ProfileRebuilder(services.sessions, services.profiles).rebuild_users(["w"])
+    before = _comparable(services.profiles, "w", now)
+    assert before["events"] == 2
+
+    services.profiles.apply(stored, {}, now=now)  # the late live updates
+
+    after = _comparable(services.profiles, "w", now)
+    _assert_same_profile(before, after)
+    # A new event still counts.
+    new = {"event_id": "b9", "user_id": "w", "item_id": "i5", "type": "view"}
+    assert services.ingestor.ingest_raw([new], now=now).accepted == 1
+    assert _comparable(services.profiles, "w", now)["events"] == 3
