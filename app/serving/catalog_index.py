@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,9 +37,10 @@ FULL_RELOAD_EVERY = 60
 TRIM_AFTER = 1_000
 
 IntArray = npt.NDArray[np.int64]
+TextTuple = TypeVar("TextTuple", bound=tuple[str, ...])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per catalogue item: no __dict__ each
 class ItemRules:
     item_id: str
     title: str | None
@@ -184,20 +185,31 @@ def _epoch(value: datetime | None, default: float) -> float:
     return default if value is None else as_utc(value).timestamp()
 
 
-def _rules(row: Any) -> ItemRules:
+def _one_copy(value: TextTuple, seen: dict[tuple[str, ...], Any]) -> TextTuple:
+    """The equal tuple ``seen`` holds already, else ``value`` (then seen)."""
+    found: TextTuple = seen.setdefault(value, value)
+    return found
+
+
+def _rules(row: Any, seen: dict[tuple[str, ...], Any]) -> ItemRules:
     # Category names, attribute names and text values repeat across the catalogue: one copy
-    # of each string for all items.
+    # of each string for all items, and one of each categories tuple and text attribute pair
+    # for all items of a read (``seen``). Only all-text tuples are shared: (name, 1) equals
+    # (name, True), whose value must stay a boolean.
+    attributes: list[tuple[str, str | float | bool]] = []
+    for name, value in sorted((row.attributes or {}).items()):
+        if isinstance(value, str):
+            attributes.append(_one_copy((sys.intern(name), sys.intern(value)), seen))
+        else:
+            attributes.append((sys.intern(name), value))
     return ItemRules(
         item_id=row.item_id,
         title=row.title,
-        categories=tuple(sys.intern(c) for c in row.categories or ()),
+        categories=_one_copy(tuple(sys.intern(c) for c in row.categories or ()), seen),
         shown=bool(row.available) and not bool(row.hidden),
         available_from=_epoch(row.available_from, -np.inf),
         available_until=_epoch(row.available_until, np.inf),
-        attributes=tuple(
-            (sys.intern(name), sys.intern(value) if isinstance(value, str) else value)
-            for name, value in sorted((row.attributes or {}).items())
-        ),
+        attributes=tuple(attributes),
     )
 
 
@@ -248,7 +260,8 @@ class CatalogIndex:
             with self.sessions() as session:
                 # In chunks: a whole catalogue of rows at once would set the process's peak.
                 result = session.execute(query.execution_options(yield_per=2_000))
-                changed = [_rules(row) for row in result]
+                seen: dict[tuple[str, ...], Any] = {}
+                changed = [_rules(row, seen) for row in result]
             # Anchored at when this read started, not at the newest row seen: otherwise a
             # catalogue that stopped changing is re-read whole on every refresh.
             self._watermark = started
@@ -259,11 +272,12 @@ class CatalogIndex:
         if self._snapshot is None:
             return self.refresh(full=True)
         changed: list[ItemRules] = []
+        seen: dict[tuple[str, ...], Any] = {}
         # Read under the lock too: a refresh that read older rows cannot merge after us.
         with self._lock, self.sessions() as session:
             for chunk in chunks(list(dict.fromkeys(item_ids))):
                 rows = session.execute(select(*_COLUMNS).where(Item.item_id.in_(chunk))).all()
-                changed.extend(_rules(row) for row in rows)
+                changed.extend(_rules(row, seen) for row in rows)
             return self._merge(changed, replace_all=False)
 
     def _merge(self, changed: list[ItemRules], replace_all: bool) -> CatalogSnapshot:
