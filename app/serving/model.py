@@ -168,7 +168,8 @@ class ServingModel:
 
     The item factors are not kept as an array of their own: ``blend.primary`` holds them
     already, except for the rows of cold items, which it replaces by the mean warm row. Those
-    few original rows are kept in ``cold_factors``; :meth:`factors_of` puts them back.
+    few original rows are kept in ``cold_factors`` (unless all are zero); :meth:`factors_of`
+    puts them back.
 
     Attributes
     ----------
@@ -176,8 +177,9 @@ class ServingModel:
         Length of every item's factor row (cold items' original rows).
     cold_items : ndarray of int64, shape (n_cold,)
         The indices of the cold items (popularity <= 0), ascending.
-    cold_factors : ndarray of float32, shape (n_cold, n_factors)
-        Their factor rows as the artifact has them.
+    cold_factors : ndarray of float32, shape (n_cold, n_factors), or None
+        Their factor rows as the artifact has them; None when every one is zero, as implicit
+        leaves an item without interactions.
     system : ndarray of float64, shape (n_factors, n_factors)
         ``Y^T Y + regularization * I``, the part of every fold-in system that no user changes.
     unit_embeddings : ndarray of float32, shape (n_items, n_dims), or None
@@ -190,7 +192,7 @@ class ServingModel:
     index: dict[str, int]
     factor_norms: npt.NDArray[np.float32]
     cold_items: IntArray
-    cold_factors: FloatArray
+    cold_factors: FloatArray | None
     system: npt.NDArray[np.float64]
     alpha: float
     confidence: Literal["linear", "log"]
@@ -212,7 +214,7 @@ class ServingModel:
 
     @property
     def n_factors(self) -> int:
-        return int(self.cold_factors.shape[1])
+        return int(self.blend.primary.shape[1] - 1)
 
     @property
     def warm_factors(self) -> FloatArray:
@@ -226,7 +228,10 @@ class ServingModel:
         rows = self.blend.primary[items, :-1]
         cold = self.cold[items]
         if cold.any():
-            rows[cold] = self.cold_factors[np.searchsorted(self.cold_items, items[cold])]
+            if self.cold_factors is None:
+                rows[cold] = 0.0
+            else:
+                rows[cold] = self.cold_factors[np.searchsorted(self.cold_items, items[cold])]
         return rows
 
     @classmethod
@@ -274,6 +279,10 @@ class ServingModel:
         item_ids = artifact.item_ids
         cold = popularity <= 0
         cold_items = np.flatnonzero(cold)
+        cold_rows = factors[cold_items]
+        # implicit leaves items without interactions at zero: then there is nothing to keep
+        # (+0.0 only, so that factors_of gives back the very bits).
+        cold_factors = cold_rows if cold_rows.view(np.uint32).any() else None
         unit_embeddings = None if embeddings is None else unit_rows(embeddings)
         linear = LinearBlend.build(factors, cold, unit_embeddings, popularity)
         return cls(
@@ -283,7 +292,7 @@ class ServingModel:
             index={item_id: i for i, item_id in enumerate(item_ids)},
             factor_norms=np.linalg.norm(factors, axis=1).astype(np.float32),
             cold_items=cold_items,
-            cold_factors=factors[cold_items],
+            cold_factors=cold_factors,
             system=system,
             alpha=params["alpha"],
             confidence="log" if confidence == "log" else "linear",

@@ -223,16 +223,17 @@ def test_top_is_the_best_allowed_items_of_the_full_ranking(
         np.testing.assert_allclose(scores, full[ranked], rtol=1e-5, atol=1e-5)
 
 
-def with_cold_factors(model: HybridScorer) -> tuple[ModelArtifact, npt.NDArray[np.int64]]:
-    """The model's artifact, two of its four cold items given factors of their own.
+def with_cold_factors(model: HybridScorer, own: int) -> tuple[ModelArtifact, npt.NDArray[np.int64]]:
+    """The model's artifact, ``own`` of its four cold items given factors of their own.
 
     implicit leaves an item without interactions at zero, but the artifact is what serving
     must apply, whatever it holds (a remapped or hand-made model may hold anything there).
     """
     served = artifact(model, "weighted")
     cold = np.flatnonzero(served.arrays["popularity"] <= 0)
+    assert not served.arrays["item_factors"][cold].any()
     factors = served.arrays["item_factors"].copy()
-    factors[cold[:2]] = np.random.default_rng(4).normal(size=(2, factors.shape[1]))
+    factors[cold[:own]] = np.random.default_rng(4).normal(size=(own, factors.shape[1]))
     served.arrays["item_factors"] = factors
     return served, cold
 
@@ -255,13 +256,14 @@ def similar_reference(arrays: dict[str, npt.NDArray[Any]], item: int) -> npt.NDA
     return total
 
 
-def test_items_cold_in_training_keep_the_artifact_factors() -> None:
+@pytest.mark.parametrize("own", [0, 2], ids=["zero-as-trained", "two-with-own-factors"])
+def test_items_cold_in_training_keep_the_artifact_factors(own: int) -> None:
     """Serving keeps cold items' factors apart from the blend matrix (which holds the mean warm
     row for them): live events on items that were cold in training fold in with the artifact's
     factors, and fold-ins, scores, similar items and nearest anchors equal what the artifact's
     arrays give."""
     matrix = user_items(weighted=True)
-    served, cold = with_cold_factors(hybrid(matrix))
+    served, cold = with_cold_factors(hybrid(matrix), own)
     model = ServingModel.from_artifact(served)
     reference = hybrid_from_arrays(served.arrays)
     np.testing.assert_array_equal(
