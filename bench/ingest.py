@@ -952,6 +952,28 @@ async def _open_loop(
     return results, sending_done - first_measured, max_lag, opened
 
 
+def settle_database(storage: Storage) -> float:
+    """Let the database finish the bulk phase's aftermath before the latency phase: vacuum and
+    analyse the events table and write a checkpoint, so the single events are not measured
+    against the autovacuum and the checkpoint that the hundreds of thousands of rows just
+    inserted set off. Returns the seconds it took."""
+    started = time.monotonic()
+    if storage.kind == "postgresql":
+        import psycopg
+
+        with psycopg.connect(storage.conninfo, autocommit=True) as conn:
+            conn.execute("VACUUM (ANALYZE) events")
+            try:
+                conn.execute("CHECKPOINT")
+            except psycopg.errors.InsufficientPrivilege:
+                print("  CHECKPOINT needs a superuser (or pg_checkpoint): skipped", flush=True)
+    else:
+        assert storage.sqlite_path is not None
+        with sqlite3.connect(storage.sqlite_path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return round(time.monotonic() - started, 1)
+
+
 def measure_latency(
     server: Server, factory: EventFactory, rate: float, duration: float, warmup_seconds: float
 ) -> Latency:
@@ -1212,6 +1234,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=200.0, help="single events per second")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--latency-warmup-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--no-settle",
+        dest="settle",
+        action="store_false",
+        help="measure single-event latency right after the throughput phase, without first "
+        "vacuuming and checkpointing the database",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--seed", type=int, default=20261126)
@@ -1304,6 +1333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             acknowledged += count.accepted
             result["statements_per_batch"] = count.__dict__
             if not args.skip_latency:
+                if args.settle and not args.skip_throughput:
+                    result["settled_seconds"] = settle_database(storage)
                 wait_for_quiet(args.quiet_threshold)
                 meter = CpuMeter(server.process.pid, storage)
                 meter.start()
