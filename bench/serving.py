@@ -121,6 +121,9 @@ def build_shop(args: argparse.Namespace, var_dir: Path) -> Shop:
     services = Services.create(settings, migrate=True)
     try:
         services.redis.flushdb()
+        # As the loading commands do: Redis is marked complete before the events go in (live),
+        # so the service's first start does not rebuild every profile during the measurements.
+        services.rebuilder.ensure_populated()
         report = load_items(services, data.items)
         assert report.rejected == 0, report
         report = load_events(services, data.events)
