@@ -12,8 +12,8 @@ Run from the project root::
     .venv/bin/python bench/stream.py --events 200000 --consumers 2 \\
         --database-url postgresql://postgres@127.0.0.1:5432/recsys_bench_stream
 
-A PostgreSQL database named in the URL is emptied (every table dropped) and migrated: give the
-benchmark a database of its own. Results are printed and written as JSON to ``bench/results/``.
+A PostgreSQL database named in the URL is emptied (every table dropped) and migrated, and the
+Redis database named is flushed: give the benchmark databases of its own. Results are printed and written as JSON to ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def main() -> None:
     )
     services = Services.create(settings, migrate=True)
     client = services.redis
-    client.delete(STREAM, f"{STREAM}:dead-letter")
+    # The database was emptied: so is Redis, or the profiles of an earlier run would count the
+    # same event ids again.
+    client.flushdb()
     # As a service that has run before: Redis holds the (empty) profiles, so no consumer's
     # reconciler starts a rebuild of all profiles while the others apply live updates.
     services.rebuilder.ensure_populated()
