@@ -13,7 +13,8 @@ Run from the project root::
         --database-url postgresql://postgres@127.0.0.1:5432/recsys_bench_stream
 
 A PostgreSQL database named in the URL is emptied (every table dropped) and migrated, and the
-Redis database named is flushed: give the benchmark databases of its own. Results are printed and written as JSON to ``bench/results/``.
+Redis database named is flushed: give the benchmark databases of its own. Results are printed
+and written as JSON to ``bench/results/``.
 """
 
 from __future__ import annotations
