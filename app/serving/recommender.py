@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,9 +71,12 @@ class RecommendationList:
 
 @dataclass(frozen=True, eq=False)
 class Alignment:
-    """One model's items on one catalogue snapshot."""
+    """One model's items on one catalogue snapshot.
 
-    model: ServingModel
+    The model is held weakly: an alignment must not keep a swapped-out model (tens of MB) alive.
+    """
+
+    model_ref: weakref.ReferenceType[ServingModel]
     snapshot: CatalogSnapshot
     to_catalog: IntArray  # model index -> catalogue position, -1 when not in the catalogue
     popular: list[str]  # model items with popularity > 0, most popular first
@@ -165,11 +169,11 @@ class Recommender:
 
     def alignment(self, model: ServingModel, snapshot: CatalogSnapshot) -> Alignment:
         cached = self._alignments.get(model.version)
-        if cached is not None and cached.model is model and cached.snapshot is snapshot:
+        if cached is not None and cached.model_ref() is model and cached.snapshot is snapshot:
             return cached
         with self._alignment_lock:  # one request builds it; the others wait, then share it
             cached = self._alignments.get(model.version)
-            if cached is not None and cached.model is model and cached.snapshot is snapshot:
+            if cached is not None and cached.model_ref() is model and cached.snapshot is snapshot:
                 return cached
             return self._align(model, snapshot)
 
@@ -179,13 +183,13 @@ class Recommender:
         )
         order = np.lexsort((np.arange(model.n_items), -model.popularity))
         popular = [model.item_ids[i] for i in order if model.popularity[i] > 0]
-        built = Alignment(model, snapshot, to_catalog, popular)
-        # Copy on write, keeping only other models' alignments to the same catalogue, so
-        # swapped-out models and snapshots are released.
+        built = Alignment(weakref.ref(model), snapshot, to_catalog, popular)
+        # Copy on write, keeping only the alignments of other models still served (the
+        # experiments' variants) to the same catalogue, so old snapshots are released.
         kept = {
             v: a
             for v, a in self._alignments.items()
-            if a.snapshot is snapshot and v != model.version
+            if a.snapshot is snapshot and v != model.version and a.model_ref() is not None
         }
         kept[model.version] = built
         self._alignments = dict(list(kept.items())[-ALIGNMENTS_KEPT:])

@@ -3,8 +3,10 @@ endpoints."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -177,3 +179,26 @@ def test_bad_parameters_get_clear_4xx_answers(served: Served) -> None:
     response = client.get("/v1/users/u2/recommendations", params={"recommendation_id": other})
     assert response.status_code == 404
     assert "not made for user 'u2'" in response.json()["detail"]
+
+
+def test_a_swapped_out_model_is_released(
+    shop: demo.DemoData,
+    train_model: Callable[..., TrainResult],
+    app_client: Callable[..., TestClient],
+) -> None:
+    """Once a new version serves, nothing keeps the old model's arrays in memory: neither the
+    catalogue alignment built for it nor anything else."""
+    train_model()
+    client = app_client()
+    services = client.app.state.services  # type: ignore[attr-defined]
+    user = shop.events[0]["user_id"]
+    assert client.get(f"/v1/users/{user}/recommendations").status_code == 200
+    old = weakref.ref(services.models.current)
+
+    second = train_model()
+    assert client.post("/v1/models/reload").json()["version"] == second.version
+    assert client.get(f"/v1/users/{user}/recommendations").json()["model_version"] == (
+        second.version
+    )
+    gc.collect()
+    assert old() is None
