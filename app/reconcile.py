@@ -31,6 +31,8 @@ from app.profiles import REBUILD_SEEN_SECONDS, ProfileEvent, ProfileStore
 log = logging.getLogger(__name__)
 
 POPULATED_KEY = "recsys:populated"
+# Pending batches one reconciliation takes on (each names up to a batch's worth of users).
+PENDING_BATCHES_PER_PASS = 500
 REBUILD_LOCK_KEY = "recsys:rebuild-lock"
 
 
@@ -117,25 +119,17 @@ class ProfileRebuilder:
         rebuilt = 0
         for id_chunk in chunks(list(dict.fromkeys(batch_ids)), 1000):
             with self.sessions() as session:
-                users = session.scalars(
-                    select(PendingProfileUpdate.user_id)
-                    .where(PendingProfileUpdate.batch_id.in_(id_chunk))
-                    .distinct()
-                    .order_by(PendingProfileUpdate.user_id)
-                    .execution_options(yield_per=5000)
-                )
-                chunk: list[str] = []
-                for user_id in users:
-                    chunk.append(user_id)
-                    if len(chunk) == 500:
-                        rebuilt += self.rebuild_users(chunk)
-                        chunk = []
-                        if progress is not None:
-                            progress(rebuilt)
-                if chunk:
-                    rebuilt += self.rebuild_users(chunk)
-                    if progress is not None:
-                        progress(rebuilt)
+                users: set[str] = set()
+                for user_ids in session.scalars(
+                    select(PendingProfileUpdate.user_ids).where(
+                        PendingProfileUpdate.batch_id.in_(id_chunk)
+                    )
+                ):
+                    users.update(user_ids)
+            for chunk in chunks(sorted(users), 500):
+                rebuilt += self.rebuild_users(chunk)
+                if progress is not None:
+                    progress(rebuilt)
             with session_scope(self.sessions) as session:
                 session.execute(
                     delete(PendingProfileUpdate).where(PendingProfileUpdate.batch_id.in_(id_chunk))
@@ -211,15 +205,15 @@ class ProfileRebuilder:
         now = now or datetime.now(UTC)
         with self.sessions() as session:
             rows = session.execute(
-                select(PendingProfileUpdate.id, PendingProfileUpdate.user_id)
+                select(PendingProfileUpdate.id, PendingProfileUpdate.user_ids)
                 .where(PendingProfileUpdate.created_at <= now - grace)
                 .order_by(PendingProfileUpdate.id)
-                .limit(50_000)
+                .limit(PENDING_BATCHES_PER_PASS)
             ).all()
-        PENDING_PROFILE_USERS.set(len({user_id for _, user_id in rows}))
+        users = sorted({user_id for _, user_ids in rows for user_id in user_ids})
+        PENDING_PROFILE_USERS.set(len(users))
         if not rows or not self.profiles.ping():
             return 0
-        users = sorted({user_id for _, user_id in rows})
         try:
             self.rebuild_users(users)
             self.rebuild_counters(now)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from app.db.engine import alembic_config, create_db_engine
-from app.db.models import Base
+from app.db.models import Base, PendingProfileUpdate
 from app.services import Services
 
 
@@ -40,3 +40,69 @@ def test_downgrade_to_base_and_back(tmp_path) -> None:  # type: ignore[no-untype
         command.upgrade(config, "head")
     assert "events" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_pending_marks_carry_over_to_one_row_per_batch_and_back(services: Services) -> None:
+    """0005 groups the per-user pending marks of each batch into one row naming its users (the
+    earliest time kept); its downgrade gives the per-user rows back."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    config = alembic_config(services.settings.database_url)
+    early = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    late = datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+
+    def migrate(target: str, downgrade: bool = False) -> None:
+        with services.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            (command.downgrade if downgrade else command.upgrade)(config, target)
+
+    migrate("0004_import_watermarks", downgrade=True)
+    try:
+        with services.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO pending_profile_updates (batch_id, user_id, created_at) "
+                    "VALUES (:b, :u, :t)"
+                ),
+                [
+                    {"b": "batch-1", "u": "u2", "t": late},
+                    {"b": "batch-1", "u": "u1", "t": early},
+                    {"b": "batch-2", "u": "u3", "t": late},
+                ],
+            )
+        migrate("head")
+        with services.sessions() as session:
+            marks = {
+                m.batch_id: (m.user_ids, m.created_at.replace(tzinfo=UTC))
+                for m in session.scalars(select(PendingProfileUpdate))
+            }
+        assert marks == {"batch-1": (["u1", "u2"], early), "batch-2": (["u3"], late)}
+        migrate("0004_import_watermarks", downgrade=True)
+        with services.engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT batch_id, user_id FROM pending_profile_updates ORDER BY user_id")
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("batch-1", "u1"),
+            ("batch-1", "u2"),
+            ("batch-2", "u3"),
+        ]
+    finally:
+        migrate("head")
+
+
+def test_one_pending_row_names_every_user_of_a_batch(services: Services) -> None:
+    """The pending mark of a batch lists its users once each, sorted, on both databases."""
+    events = [
+        {"event_id": f"m{k}", "user_id": user, "item_id": "i1", "type": "view"}
+        for k, user in enumerate(["b", "a", "b", "c"])
+    ]
+    outcome = services.ingestor.ingest_raw(events, update_profiles=False)
+    assert outcome.accepted == 4
+    with services.sessions() as session:
+        marks = list(session.scalars(select(PendingProfileUpdate)))
+    assert [(m.batch_id, m.user_ids) for m in marks] == [(outcome.batch_id, ["a", "b", "c"])]
+    assert services.rebuilder.rebuild_batches([outcome.batch_id]) == 3
+    assert services.profiles.read("b").events == 2

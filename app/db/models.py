@@ -86,18 +86,18 @@ class Event(Base):
 
 
 class PendingProfileUpdate(Base):
-    """Users whose live profile may lag behind the database.
+    """The users of one ingestion batch, whose live profiles may lag behind the database.
 
-    A row is written in the same transaction as the user's events and deleted once Redis has
-    applied them, so a crash or an unreachable Redis between the two leaves a trace that the
-    reconciler turns into a rebuild from the database.
+    One row per batch, written in the same transaction as the batch's events and deleted once
+    Redis has applied them, so a crash or an unreachable Redis between the two leaves a trace
+    that the reconciler turns into a rebuild from the database.
     """
 
     __tablename__ = "pending_profile_updates"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(String(36), index=True)
-    user_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    batch_id: Mapped[str] = mapped_column(String(36), index=True, unique=True)
+    user_ids: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 

@@ -105,8 +105,9 @@ WITH input AS (
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, user_id
 ), marked AS (
-    INSERT INTO pending_profile_updates (batch_id, user_id, created_at)
-    SELECT %(batch_id)s, user_id, %(now)s FROM new GROUP BY user_id ORDER BY user_id
+    INSERT INTO pending_profile_updates (batch_id, user_ids, created_at)
+    SELECT %(batch_id)s, json_agg(DISTINCT user_id ORDER BY user_id), %(now)s FROM new
+    HAVING count(*) > 0
 )
 SELECT
     (SELECT array_agg(event_id) FROM new),
@@ -172,7 +173,7 @@ INSERT_STUBS_SQLITE = (
     "ON CONFLICT (item_id) DO NOTHING"
 )
 INSERT_PENDING_SQLITE = (
-    "INSERT INTO pending_profile_updates (batch_id, user_id, created_at) VALUES (?, ?, ?)"
+    "INSERT INTO pending_profile_updates (batch_id, user_ids, created_at) VALUES (?, ?, ?)"
 )
 
 
@@ -248,9 +249,8 @@ def store_events_sqlite(
                 ],
             )
             users = sorted({row.user_id for row in new})
-            cursor.executemany(
-                INSERT_PENDING_SQLITE, [(batch_id, user_id, received) for user_id in users]
-            )
+            as_json_list = _bind(PendingProfileUpdate.__table__.c.user_ids, connection.dialect)
+            cursor.execute(INSERT_PENDING_SQLITE, (batch_id, as_json_list(users), received))
         driver.commit()
     except BaseException:
         driver.rollback()
