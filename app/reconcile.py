@@ -31,8 +31,10 @@ from app.profiles import REBUILD_SEEN_SECONDS, ProfileEvent, ProfileStore
 log = logging.getLogger(__name__)
 
 POPULATED_KEY = "recsys:populated"
-# Pending batches one reconciliation takes on (each names up to a batch's worth of users).
+# What one reconciliation takes on: at most this many pending batches, and no more batches
+# once their users reach the second number.
 PENDING_BATCHES_PER_PASS = 500
+PENDING_USERS_PER_PASS = 50_000
 REBUILD_LOCK_KEY = "recsys:rebuild-lock"
 
 
@@ -210,7 +212,14 @@ class ProfileRebuilder:
                 .order_by(PendingProfileUpdate.id)
                 .limit(PENDING_BATCHES_PER_PASS)
             ).all()
-        users = sorted({user_id for _, user_ids in rows for user_id in user_ids})
+        # Whole batches, until about PENDING_USERS_PER_PASS users: the rest waits for the next.
+        named: set[str] = set()
+        for taken, (_, user_ids) in enumerate(rows, start=1):
+            named.update(user_ids)
+            if len(named) >= PENDING_USERS_PER_PASS:
+                rows = rows[:taken]
+                break
+        users = sorted(named)
         PENDING_PROFILE_USERS.set(len(users))
         if not rows or not self.profiles.ping():
             return 0

@@ -172,3 +172,25 @@ def test_profiles_come_back_after_redis_lost_its_data(services: Services, refere
     assert services.profiles.read(reference).events == 0
     assert services.rebuilder.ensure_populated() == 1
     assert _profile(services, reference, now) == before
+
+
+def test_reconciliation_takes_whole_batches_up_to_its_users_per_pass(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass rebuilds whole pending batches until their users reach the per-pass number; the
+    batches left wait for the next pass, and nothing stays pending in the end."""
+    import app.reconcile
+
+    monkeypatch.setattr(app.reconcile, "PENDING_USERS_PER_PASS", 2)
+    for n, users in enumerate([["a", "b"], ["c"], ["d"]]):
+        events = [
+            {"event_id": f"p{n}-{user}", "user_id": user, "item_id": "i1", "type": "view"}
+            for user in users
+        ]
+        assert services.ingestor.ingest_raw(events, update_profiles=False).accepted == len(users)
+    assert count_rows(services, "pending_profile_updates") == 3
+    assert services.rebuilder.reconcile() == 2  # the first batch alone names two users
+    assert count_rows(services, "pending_profile_updates") == 2
+    assert services.rebuilder.reconcile() == 2  # the next two batches, one user each
+    assert count_rows(services, "pending_profile_updates") == 0
+    assert [services.profiles.read(u).events for u in "abcd"] == [1, 1, 1, 1]
