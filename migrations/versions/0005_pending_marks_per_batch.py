@@ -44,20 +44,22 @@ def _drop() -> None:
     op.drop_table(TABLE)
 
 
-def upgrade() -> None:
-    # Marks are transient (deleted once Redis applied their batch): the few left are carried
-    # over in memory, grouped by batch.
-    old = sa.table(
+def _rows(users_column: str, users_type: sa.types.TypeEngine[Any]) -> list[sa.Row[Any]]:
+    """Every mark as (batch_id, users column, created_at). Marks are transient (deleted once
+    Redis applied their batch): the few left are carried over in memory."""
+    marks = sa.table(
         TABLE,
         sa.column("batch_id", sa.String()),
-        sa.column("user_id", sa.String()),
+        sa.column(users_column, users_type),
         sa.column("created_at", sa.DateTime(timezone=True)),
     )
+    return list(op.get_bind().execute(sa.select(*marks.c)))
+
+
+def upgrade() -> None:
     users: dict[str, set[str]] = defaultdict(set)
     created: dict[str, datetime] = {}
-    for batch_id, user_id, created_at in op.get_bind().execute(
-        sa.select(old.c.batch_id, old.c.user_id, old.c.created_at)
-    ):
+    for batch_id, user_id, created_at in _rows("user_id", sa.String()):
         users[batch_id].add(user_id)
         created[batch_id] = min(created.get(batch_id, created_at), created_at)
     _drop()
@@ -73,13 +75,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    new = sa.table(
-        TABLE,
-        sa.column("batch_id", sa.String()),
-        sa.column("user_ids", sa.JSON()),
-        sa.column("created_at", sa.DateTime(timezone=True)),
-    )
-    rows = op.get_bind().execute(sa.select(new.c.batch_id, new.c.user_ids, new.c.created_at)).all()
+    rows = _rows("user_ids", sa.JSON())
     _drop()
     table = _create(sa.Column("user_id", sa.String(length=128), nullable=False), False)
     marks = [
