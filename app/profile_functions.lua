@@ -2,21 +2,23 @@
 -- followed by its own body).
 --
 -- One user's keys, in this order: recent (zset), items (hash), cats (hash), counts (hash),
--- meta (hash), log (list), seen (set). All share the user's hash tag.
+-- meta (hash), log (list). All share the user's hash tag.
 --
--- An event is the array [item_id, type, weight, epoch_seconds, recent_member, [category, ...],
--- event_id].
+-- An event is the array [item_id, type, weight, epoch_seconds, recent_member, [category, ...]].
 --
 -- Decayed scores are stored relative to an anchor time: score * 2^((t - anchor) / half_life).
 -- Reading multiplies by 2^((anchor - now) / half_life). When a new event would push the
 -- exponent past 64 the stored values are rescaled and the anchor moves, which keeps the
 -- numbers finite for any time span without touching every field on every event.
 --
+-- An event whose recent-list member is already in ``recent`` counts in the profile already and
+-- is skipped: a retried update, or a live update arriving after a rebuild from the database
+-- that read its event (the member is the same bytes either way). Only events among the newest
+-- ``recent_cap`` are recognised so.
+--
 -- While a profile is rebuilt from the database (see ProfileRebuilder.rebuild_users), ``log``
 -- exists and every event applied live is appended to it, so the rebuild can apply again those
--- its database read did not see; afterwards ``seen`` holds the ids of the recent events the
--- read did see, and a live update of one of them (committed before the read, applied after
--- the rebuild) is skipped.
+-- its database read did not see.
 
 local function rescale(key, factor)
   local flat = redis.call('HGETALL', key)
@@ -73,14 +75,11 @@ local function apply(keys, half_life, cap, events)
   return #events
 end
 
--- The events whose id is not in the set ``seen`` (all of them when it does not exist).
-local function unseen(seen, events)
-  if redis.call('EXISTS', seen) == 0 then
-    return events
-  end
+-- The events not counted yet: those whose member is not in ``recent``.
+local function uncounted(recent, events)
   local kept = {}
   for i = 1, #events do
-    if redis.call('SISMEMBER', seen, events[i][7]) == 0 then
+    if not redis.call('ZSCORE', recent, events[i][5]) then
       kept[#kept + 1] = events[i]
     end
   end

@@ -9,7 +9,7 @@ updates up to ``USERS_PER_SCRIPT_CALL`` users):
 - ``cats``: the same per category of the items;
 - ``counts``: events per type;
 - ``meta``: decay anchor, last event time, number of events;
-- ``log`` and ``seen``: only around a rebuild from the database (see ``open_rebuild``).
+- ``rebuild-log``: only while a rebuild from the database runs (see ``open_rebuild``).
 
 Globally, per time bucket: ``trending:<bucket>`` (items by positive weight) and
 ``activity:<bucket>`` (events per type), expiring after the retention window.
@@ -55,11 +55,9 @@ class ProfileEvent(NamedTuple):
         return self.occurred_at.timestamp()
 
 
-# While a rebuild runs, the events applied live are logged for it (the log expires if the
-# rebuild dies); after it, the ids of the recent events its database read saw are kept this
-# long, so a live update of one of them arriving late is skipped.
+# While a rebuild runs, the events applied live are logged for it; the log expires if the
+# rebuild dies.
 REBUILD_LOG_SECONDS = 300
-REBUILD_SEEN_SECONDS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,6 @@ class UserKeys:
     counts: str
     meta: str
     log: str
-    seen: str
 
     def all(self) -> list[str]:
         """The keys that hold the profile."""
@@ -78,7 +75,7 @@ class UserKeys:
 
     def script_keys(self) -> list[str]:
         """The keys the profile scripts take, in their order (``profile_functions.lua``)."""
-        return [self.recent, self.items, self.cats, self.counts, self.meta, self.log, self.seen]
+        return [self.recent, self.items, self.cats, self.counts, self.meta, self.log]
 
 
 def user_keys(user_id: str) -> UserKeys:
@@ -90,7 +87,6 @@ def user_keys(user_id: str) -> UserKeys:
         f"{tag}:counts",
         f"{tag}:meta",
         f"{tag}:rebuild-log",
-        f"{tag}:rebuild-seen",
     )
 
 
@@ -169,7 +165,8 @@ class ProfileStore:
 
         Parameters
         ----------
-        events : the events, already committed to the database, none of them seen before
+        events : the events, already committed to the database; one whose recent-list member
+            the profile holds already counts there and is skipped
         categories : item_id -> the item's categories
         """
         if not events:
@@ -184,7 +181,6 @@ class ProfileStore:
                     event.epoch,
                     recent_member(event).decode(),
                     tuple(categories.get(event.item_id, ())),
-                    event.event_id,
                 )
             )
         pipe = self.client.pipeline(transaction=False)
@@ -275,18 +271,16 @@ class ProfileStore:
         self,
         events_by_user: Mapping[str, Sequence[ProfileEvent]],
         categories: Mapping[str, Sequence[str]],
-        seen: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """Replace whole profiles with ones computed from each user's complete event history.
 
         One script call per user, all in one round trip; each is atomic, so a reader never sees
         a half-written profile. Events applied live since ``open_rebuild`` that the history
-        lacks are applied again on top; ``seen`` (user -> ids of the history's recent events)
-        makes a late live update of one of those a no-op.
+        lacks are applied again on top; a live update of an event the history has, arriving
+        after the rebuild, is skipped (its recent-list member is there already).
         """
         pipe = self.client.pipeline(transaction=False)
         half_life, cap = repr(self.half_life), str(self.recent_cap)
-        ttl = str(REBUILD_SEEN_SECONDS)
         for user_id, events in events_by_user.items():
             built = self.compute_profile(events, categories)
             payload = {
@@ -297,12 +291,9 @@ class ProfileStore:
                 "recent": [
                     [repr(score), member.decode()] for member, score in built["recent"].items()
                 ],
-                "seen": sorted((seen or {}).get(user_id, ())),
             }
             keys = user_keys(user_id).script_keys()
-            pipe.evalsha(
-                self._replace_script.sha, len(keys), *keys, half_life, cap, ttl, dumps(payload)
-            )
+            pipe.evalsha(self._replace_script.sha, len(keys), *keys, half_life, cap, dumps(payload))
             if self._cluster:
                 self._execute(pipe)
                 pipe = self.client.pipeline(transaction=False)

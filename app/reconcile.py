@@ -26,7 +26,7 @@ from app.db.queries import (
 )
 from app.ingest import EventIngestor
 from app.monitoring import PENDING_PROFILE_USERS, PROFILE_REBUILDS
-from app.profiles import REBUILD_SEEN_SECONDS, ProfileEvent, ProfileStore
+from app.profiles import ProfileEvent, ProfileStore
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +49,16 @@ class ProfileRebuilder:
         """Replace the profiles of ``user_ids`` with ones built from all their events.
 
         Safe while the same users' events keep arriving: the live updates made between the
-        database read and the write to Redis are logged and applied again on top, and those of
-        events the read already saw are not applied twice (``ProfileStore.open_rebuild``).
+        database read and the write to Redis are logged and applied again on top, and a late
+        live update of an event the read already saw is not applied twice
+        (``ProfileStore.open_rebuild``, ``apply_events.lua``).
         """
         rebuilt = 0
         for chunk in chunks(sorted(set(user_ids)), 500):
             self.profiles.open_rebuild(chunk)
-            # Events received this long before the read may still be on their way to Redis.
-            recent_since = datetime.now(UTC) - timedelta(seconds=REBUILD_SEEN_SECONDS)
             with self.sessions() as session:
                 by_user: dict[str, list[ProfileEvent]] = {user_id: [] for user_id in chunk}
-                seen: dict[str, list[str]] = {user_id: [] for user_id in chunk}
-                query = user_events_query(chunk).add_columns(Event.received_at)
-                for row in session.execute(query):
+                for row in session.execute(user_events_query(chunk)):
                     by_user[row.user_id].append(
                         ProfileEvent(
                             event_id=row.event_id,
@@ -72,11 +69,9 @@ class ProfileRebuilder:
                             occurred_at=as_utc(row.occurred_at),
                         )
                     )
-                    if as_utc(row.received_at) >= recent_since:
-                        seen[row.user_id].append(row.event_id)
                 items = {e.item_id for events in by_user.values() for e in events}
                 categories = item_categories(session, sorted(items))
-            self.profiles.replace_users(by_user, categories, seen)
+            self.profiles.replace_users(by_user, categories)
             rebuilt += len(chunk)
             PROFILE_REBUILDS.inc(len(chunk))
         return rebuilt

@@ -1,19 +1,17 @@
 -- Replace one user's live profile with one built from the database, atomically.
 --
--- KEYS: the user's seven keys of profile_functions.lua.
--- ARGV: half_life_seconds, recent_cap, seen_ttl_seconds, then one JSON object: the built
---       profile {"items": {item: score}, "cats": {category: score}, "counts": {type: n},
---       "meta": {field: value}, "recent": [[epoch, member], ...]} and "seen": the ids of the
---       recent events the database read saw.
+-- KEYS: the user's six keys of profile_functions.lua.
+-- ARGV: half_life_seconds, recent_cap, then one JSON object: the built profile
+--       {"items": {item: score}, "cats": {category: score}, "counts": {type: n},
+--       "meta": {field: value}, "recent": [[epoch, member], ...]}.
 --
--- The events applied live since the rebuild opened ``log`` and not among those the read saw are
--- applied again on top of the built profile; then ``log`` is closed and ``seen`` written.
+-- The events applied live since the rebuild opened ``log`` that the built profile does not
+-- count (the database read did not see them) are applied again on top; then ``log`` is closed.
 local half_life = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local seen_ttl = tonumber(ARGV[3])
-local built = cjson.decode(ARGV[4])
+local built = cjson.decode(ARGV[3])
 local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
-local log, seen = KEYS[6], KEYS[7]
+local log = KEYS[6]
 
 -- Redis commands take their arguments from the Lua stack: a few thousand at a time.
 local function in_chunks(command, key, flat)
@@ -32,7 +30,7 @@ local function hash_fields(map)
   return flat
 end
 
-redis.call('DEL', keys[1], keys[2], keys[3], keys[4], keys[5], seen)
+redis.call('DEL', keys[1], keys[2], keys[3], keys[4], keys[5])
 in_chunks('HSET', keys[2], hash_fields(built['items']))
 in_chunks('HSET', keys[3], hash_fields(built['cats']))
 in_chunks('HSET', keys[4], hash_fields(built['counts']))
@@ -44,10 +42,6 @@ for i = 1, #built['recent'] do
 end
 -- Pairs of (score, member): an even chunk size keeps them together.
 in_chunks('ZADD', keys[1], recent)
-if #built['seen'] > 0 then
-  in_chunks('SADD', seen, built['seen'])
-  redis.call('EXPIRE', seen, seen_ttl)
-end
 
 local logged = redis.call('LRANGE', log, 0, -1)
 redis.call('DEL', log)
@@ -57,7 +51,7 @@ for i = 1, #logged do
     missed[#missed + 1] = cmsgpack.unpack(logged[i])
   end
 end
-missed = unseen(seen, missed)
+missed = uncounted(keys[1], missed)
 if #missed > 0 then
   apply(keys, half_life, cap, missed)
 end
