@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import scipy.sparse as sp
 from sqlalchemy import ClauseElement, ColumnElement, Engine, Float, cast, func, select
 
@@ -267,43 +266,36 @@ def _load_interactions_postgresql(
     item_ids: list[str],
     progress: Callable[[int], None] | None,
 ) -> Interactions:
-    """PostgreSQL: one ``COPY ... TO STDOUT`` of the events as CSV, parsed and dictionary-encoded
-    by pyarrow; no Python object is made per event and the database does no join.
+    """PostgreSQL: the events straight into Arrow columns by the ADBC PostgreSQL driver (binary
+    ``COPY`` parsed in C++), then dictionary-encoded; no Python object per event and no join in
+    the database.
 
     Users are numbered in id order; items keep ``item_ids``'s order, items only the events know
     are appended in id order (the same numbering as ``_load_interactions_rows`` gives).
     """
+    import adbc_driver_postgresql.dbapi as adbc
+
     type_weight = dict(event_weights)
     type_names = list(type_weight)
-    buffer = bytearray()
-    with engine.connect() as connection:
-        raw: Any = connection.connection.dbapi_connection
-        assert raw is not None
-        with raw.cursor() as cursor:
-            reported = rows = 0
-            with cursor.copy(
-                "COPY (SELECT user_id, item_id, type, COALESCE(value, 1.0)::float8, "
-                "date_part('epoch', occurred_at) FROM events) TO STDOUT (FORMAT csv)"
-            ) as copy:
-                for block in copy:
-                    buffer += block
-                    if progress is not None:
-                        rows += bytes(block).count(b"\n")
-                        if rows - reported >= CHUNK_ROWS:
-                            progress(rows)
-                            reported = rows
-        raw.commit()
-    if not buffer:
-        buffer += b"\n"  # pyarrow refuses an empty file; one blank line reads as no rows
-    table = pa_csv.read_csv(
-        pa.py_buffer(buffer),
-        read_options=pa_csv.ReadOptions(column_names=_CSV_COLUMNS),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(column_types=_CSV_TYPES, strings_can_be_null=False),
+    uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    batches: list[pa.RecordBatch] = []
+    read = 0
+    with adbc.connect(uri) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT user_id, item_id, type, COALESCE(value, 1.0)::float8 AS value, "
+            "date_part('epoch', occurred_at) AS stamp FROM events"
+        )
+        for batch in cursor.fetch_record_batch():
+            batches.append(batch)
+            read += batch.num_rows
+            if progress is not None:
+                progress(read)
+    table = (
+        pa.Table.from_batches(batches, schema=_EVENT_COLUMNS)
+        if batches
+        else (_EVENT_COLUMNS.empty_table())
     )
-    del buffer
-    if progress is not None:
-        progress(table.num_rows)
+    del batches
     users, user_ids = _codes(table["user_id"])
     items, item_codes = _codes(table["item_id"], order=item_ids)
     kinds, _ = _codes(table["type"], order=type_names)
@@ -330,14 +322,15 @@ def _load_interactions_postgresql(
     )
 
 
-_CSV_COLUMNS = ["user_id", "item_id", "type", "value", "stamp"]
-_CSV_TYPES = {
-    "user_id": pa.string(),
-    "item_id": pa.string(),
-    "type": pa.string(),
-    "value": pa.float64(),
-    "stamp": pa.float64(),
-}
+_EVENT_COLUMNS = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("type", pa.string()),
+        ("value", pa.float64()),
+        ("stamp", pa.float64()),
+    ]
+)
 
 
 def _codes(column: pa.ChunkedArray, order: Sequence[str] = ()) -> tuple[IntArray, list[str]]:
