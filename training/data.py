@@ -290,11 +290,7 @@ def _load_interactions_postgresql(
             read += batch.num_rows
             if progress is not None:
                 progress(read)
-    table = (
-        pa.Table.from_batches(batches, schema=_EVENT_COLUMNS)
-        if batches
-        else (_EVENT_COLUMNS.empty_table())
-    )
+    table = pa.Table.from_batches(batches, schema=_EVENT_COLUMNS)  # empty: no rows
     del batches
     users, user_ids = _codes(table["user_id"])
     items, item_codes = _codes(table["item_id"], order=item_ids)

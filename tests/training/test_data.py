@@ -72,3 +72,13 @@ def test_both_readers_agree_on_every_event(services: Services) -> None:
     if services.engine.dialect.name == "postgresql":
         fast = _load_interactions_postgresql(services.engine, weights, catalogue, None)
         assert keyed(fast) == keyed(rows)
+
+
+def test_no_events_read_as_none_with_the_catalogue_order_kept(services: Services) -> None:
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    readers = [_load_interactions_rows]
+    if services.engine.dialect.name == "postgresql":
+        readers.append(_load_interactions_postgresql)
+    for reader in readers:
+        inter = reader(services.engine, weights, ["a", "b"], None)
+        assert (len(inter), inter.n_users, inter.item_ids) == (0, 0, ["a", "b"])
