@@ -236,6 +236,14 @@ class Settings(BaseSettings):
         le=10_000,
         description="Items ranked and kept per recommendation_id (the deepest page reachable).",
     )
+    recommendation_cache_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How long a user's list is answered again, unchanged, while nothing it was "
+        "made from changes (the user's profile, the model, the catalogue); every event of the "
+        "user ends it at once. At most half of recommendation_ttl_seconds is used, so a cached "
+        "list can always be paged through; 0 ranks anew on every request.",
+    )
 
     # Experiments
     experiments_refresh_seconds: float = Field(
@@ -319,6 +327,12 @@ class Settings(BaseSettings):
     @property
     def profile_half_life_seconds(self) -> float:
         return self.profile_half_life_days * 86_400.0
+
+    @property
+    def answer_cache_seconds(self) -> int:
+        """How long a list is kept for asking again (``recommendation_cache_seconds``, at most
+        half the paging window); 0 when lists are not kept."""
+        return min(self.recommendation_cache_seconds, self.recommendation_ttl_seconds // 2)
 
     @property
     def trending_half_life_seconds(self) -> float:

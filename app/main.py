@@ -21,7 +21,7 @@ from app.experiments.middleware import ExperimentMiddleware
 from app.memory import limit_heaps
 from app.middleware import BodySizeLimit
 from app.schemas import EventBatchIn, EventIn, ItemBatchIn
-from app.services import Services
+from app.services import Services, connect_async_redis
 
 log = logging.getLogger("app")
 
@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit_heaps()
         services = await run_in_threadpool(Services.create, settings)
         app.state.services = services
+        # Made here: an asyncio client belongs to the loop it first runs on.
+        answers = services.recommender.answers
+        answers.attach(connect_async_redis(settings, services.embedded_redis))
         services.start_background()
         # Start-up objects (the model, the catalogue, imported modules) live as long as the
         # process: keep them out of every later garbage collection, which otherwise walks them
@@ -66,6 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if answers.async_client is not None:
+                await answers.async_client.aclose()
+                answers.attach(None)
             await run_in_threadpool(services.close)
 
     app = FastAPI(

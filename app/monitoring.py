@@ -30,6 +30,12 @@ MODEL_RELOAD_FAILURES = Counter(
     "Model versions that failed to load (corrupt, incompatible or missing artifact); the "
     "previous model kept serving.",
 )
+RECOMMENDATION_CACHE = Counter(
+    "recsys_recommendation_cache_total",
+    "Requests for a new list of recommendations, by whether a cached list answered them "
+    "(hit), none was kept (miss), or the one kept was outdated (stale).",
+    ["outcome"],
+)
 MODEL_RELOADS = Counter("recsys_model_reloads_total", "Model versions swapped in.")
 MODEL_INFO = Gauge(
     "recsys_model_info",

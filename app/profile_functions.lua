@@ -2,7 +2,8 @@
 -- followed by its own body).
 --
 -- One user's keys, in this order: recent (zset), items (hash), cats (hash), counts (hash),
--- meta (hash), log (list). All share the user's hash tag.
+-- meta (hash), log (list), answers (hash: recommendations made from this profile, deleted by
+-- every change of it). All share the user's hash tag.
 --
 -- An event is the array [item_id, type, weight, epoch_seconds, recent_member, [category, ...]].
 --

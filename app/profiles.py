@@ -58,6 +58,8 @@ class ProfileEvent(NamedTuple):
 # While a rebuild runs, the events applied live are logged for it; the log expires if the
 # rebuild dies.
 REBUILD_LOG_SECONDS = 300
+# The field of a user's answers hash that says which profile its lists were made from.
+ANSWERS_MARKER = b"~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class UserKeys:
     counts: str
     meta: str
     log: str
+    # Recommendations made from the profile (app.serving.answers): every write deletes them.
+    answers: str
 
     def all(self) -> list[str]:
         """The keys that hold the profile."""
@@ -75,7 +79,7 @@ class UserKeys:
 
     def script_keys(self) -> list[str]:
         """The keys the profile scripts take, in their order (``profile_functions.lua``)."""
-        return [self.recent, self.items, self.cats, self.counts, self.meta, self.log]
+        return [self.recent, self.items, self.cats, self.counts, self.meta, self.log, self.answers]
 
 
 def user_keys(user_id: str) -> UserKeys:
@@ -87,6 +91,7 @@ def user_keys(user_id: str) -> UserKeys:
         f"{tag}:counts",
         f"{tag}:meta",
         f"{tag}:rebuild-log",
+        f"{tag}:answers",
     )
 
 
@@ -133,6 +138,8 @@ class ProfileSnapshot:
     events: int
     last_event_at: datetime | None
     as_of: datetime
+    # The marker of the user's answers hash when the read asked for it (``read``'s ``mark``).
+    answers_marker: bytes | None = None
 
 
 class ProfileStore:
@@ -143,6 +150,7 @@ class ProfileStore:
         self.weights = dict(settings.event_weights)
         self.half_life = settings.profile_half_life_seconds
         self.recent_cap = settings.profile_recent_max
+        self.answers_seconds = max(settings.answer_cache_seconds, 1)
         self.bucket_seconds = settings.trending_bucket_seconds
         self.retention_buckets = settings.trending_retention_buckets
         self._apply_script = client.register_script(_script("apply_events.lua"))
@@ -345,17 +353,30 @@ class ProfileStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(self, user_id: str, now: datetime | None = None) -> ProfileSnapshot:
-        """The user's profile, scores decayed to ``now``; empty for an unknown user."""
+    def read(
+        self, user_id: str, now: datetime | None = None, mark: bytes | None = None
+    ) -> ProfileSnapshot:
+        """The user's profile, scores decayed to ``now``; empty for an unknown user.
+
+        ``mark`` first sets the marker of the user's answers hash unless one is there
+        (``app.serving.answers``); the snapshot's ``answers_marker`` is the marker found. Every
+        profile write deletes it, so while it is unchanged the profile is the one read here.
+        """
         now = now or datetime.now(UTC)
         keys = user_keys(user_id)
         pipe = self.client.pipeline(transaction=False)
+        if mark is not None:
+            pipe.hsetnx(keys.answers, ANSWERS_MARKER, mark)
+            pipe.hget(keys.answers, ANSWERS_MARKER)
+            pipe.expire(keys.answers, self.answers_seconds)
         pipe.zrevrange(keys.recent, 0, -1)
         pipe.hgetall(keys.items)
         pipe.hgetall(keys.cats)
         pipe.hgetall(keys.counts)
         pipe.hgetall(keys.meta)
-        recent_raw, items_raw, cats_raw, counts_raw, meta_raw = pipe.execute()
+        answers = pipe.execute()
+        marker = answers[1] if mark is not None else None
+        recent_raw, items_raw, cats_raw, counts_raw, meta_raw = answers[-5:]
         meta = {_text(k): _text(v) for k, v in meta_raw.items()}
         anchor = float(meta.get("anchor", now.timestamp()))
         factor = 2.0 ** ((anchor - now.timestamp()) / self.half_life)
@@ -369,6 +390,7 @@ class ProfileStore:
             events=int(meta.get("events", 0)),
             last_event_at=datetime.fromtimestamp(float(last), UTC) if last else None,
             as_of=now,
+            answers_marker=marker,
         )
 
     def ping(self) -> bool:

@@ -1,6 +1,6 @@
 -- Replace one user's live profile with one built from the database, atomically.
 --
--- KEYS: the user's six keys of profile_functions.lua.
+-- KEYS: the user's seven keys of profile_functions.lua.
 -- ARGV: half_life_seconds, recent_cap, then one JSON object: the built profile
 --       {"items": {item: score}, "cats": {category: score}, "counts": {type: n},
 --       "meta": {field: value}, "recent": [[epoch, member], ...]}.
@@ -30,7 +30,7 @@ local function hash_fields(map)
   return flat
 end
 
-redis.call('DEL', keys[1], keys[2], keys[3], keys[4], keys[5])
+redis.call('DEL', keys[1], keys[2], keys[3], keys[4], keys[5], KEYS[7])
 in_chunks('HSET', keys[2], hash_fields(built['items']))
 in_chunks('HSET', keys[3], hash_fields(built['cats']))
 in_chunks('HSET', keys[4], hash_fields(built['counts']))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine, text
@@ -62,9 +64,31 @@ def connect_redis(settings: Settings) -> tuple[redis.Redis, Any]:
     return client, server
 
 
+def connect_async_redis(settings: Settings, embedded: Any = None) -> aredis.Redis:
+    """An asyncio client of the same server as :func:`connect_redis` (``embedded``: that
+    function's handle of the embedded server), for reads on the event loop."""
+    timeout = settings.redis_timeout_seconds
+    if settings.redis_url:
+        return aredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            client_name=_client_name(),
+            retry=_ASYNC_NO_RETRY,
+        )
+    return aredis.Redis(
+        unix_socket_path=embedded.socket_file,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        client_name=_client_name(),
+        retry=_ASYNC_NO_RETRY,
+    )
+
+
 # A profile update that timed out may already have run: retrying it could count its events
 # twice. Failed updates are left to the reconciler, which rebuilds from the database.
 _NO_RETRY = Retry(NoBackoff(), 0)
+_ASYNC_NO_RETRY = AsyncRetry(NoBackoff(), 0)
 
 
 def _client_name() -> str:

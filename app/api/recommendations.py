@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
 from app.api.responses import AUTH_ERRORS, BAD_QUERY, PROFILES_DOWN, Responses
@@ -18,10 +20,10 @@ from app.schemas import (
     Identifier,
     Label,
     RecommendationsOut,
-    RecommendedItem,
     UserIdPath,
 )
 from app.serving.filters import AttributeFilter, FilterError
+from app.serving.recommender import RecommendationList
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -73,7 +75,7 @@ def parse_filters(texts: Sequence[str]) -> list[AttributeFilter]:
     dependencies=[RequireRead],
     responses={**AUTH_ERRORS, **UNKNOWN_LIST, **BAD_QUERY, **PROFILES_DOWN},
 )
-def get_recommendations(
+async def get_recommendations(
     request: Request,
     user_id: UserIdPath,
     services: ServicesDep,
@@ -120,7 +122,7 @@ def get_recommendations(
             examples=[["brand=Acme", "price<=100"]],
         ),
     ] = None,
-) -> RecommendationsOut:
+) -> Response:
     """The user's recommendations, reflecting their events up to this moment.
 
     While an experiment runs, the user's variant decides how the list is made (model version,
@@ -132,40 +134,49 @@ def get_recommendations(
         assignment = None  # an X-User-Id header naming someone else than the path
     variant = None if assignment is None else assignment.variant
     filters = parse_filters(attribute or ())
-    result = services.recommender.recommend(
-        user_id,
-        k=k,
-        offset=offset,
-        recommendation_id=recommendation_id,
-        exclude_seen=exclude_seen,
-        categories=categories or (),
-        exclude=exclude or (),
-        attributes=filters,
-        weights=None if variant is None else variant.weights,
-        model=None if assignment is None else services.experiments.model_for(assignment),
-        strategy="hybrid" if variant is None else variant.strategy,
-    )
-    items = [
-        RecommendedItem(item_id=s.item_id, score=s.score, reason=s.reason) for s in result.items
-    ]
-    if assignment is None:
-        return RecommendationsOut(
-            recommendation_id=result.recommendation_id,
-            user_id=result.user_id,
-            model_version=result.model_version,
-            items=items,
+    recommender = services.recommender
+    weights = None if variant is None else variant.weights
+    model = None if assignment is None else services.experiments.model_for(assignment)
+    strategy: Literal["hybrid", "popularity"] = "hybrid" if variant is None else variant.strategy
+    result: RecommendationList | None = None
+    if recommendation_id is None:
+        field = recommender.list_field(
+            k, offset, exclude_seen, categories or (), exclude or (), filters, weights, strategy
         )
-    services.experiments.record(
-        assignment,
-        result.recommendation_id,
-        result.model_version,
-        [item.item_id for item in items],
-    )
-    return RecommendationsOut(
-        recommendation_id=result.recommendation_id,
-        user_id=result.user_id,
-        model_version=result.model_version,
-        experiment=assignment.experiment.name,
-        variant=assignment.variant.name,
-        items=items,
-    )
+        if field is not None:
+            result = await recommender.kept(user_id, k, offset, field, model)
+    if result is None:
+        result = await run_in_threadpool(
+            recommender.recommend,
+            user_id,
+            k=k,
+            offset=offset,
+            recommendation_id=recommendation_id,
+            exclude_seen=exclude_seen,
+            categories=categories or (),
+            exclude=exclude or (),
+            attributes=filters,
+            weights=weights,
+            model=model,
+            strategy=strategy,
+        )
+    items = [{"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in result.items]
+    answer = {
+        "recommendation_id": result.recommendation_id,
+        "user_id": result.user_id,
+        "model_version": result.model_version,
+        "experiment": None,
+        "variant": "control",
+        "items": items,
+    }
+    if assignment is not None:
+        services.experiments.record(
+            assignment,
+            result.recommendation_id,
+            result.model_version,
+            [item.item_id for item in result.items],
+        )
+        answer["experiment"] = assignment.experiment.name
+        answer["variant"] = assignment.variant.name
+    # The shape of RecommendationsOut (the documented response_model), serialised directly.
+    return Response(orjson.dumps(answer), media_type="application/json")

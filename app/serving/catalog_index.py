@@ -7,6 +7,7 @@ new snapshot and swaps the reference, so no request sees half an update.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import threading
@@ -50,12 +51,28 @@ class ItemRules:
     available_until: float  # epoch seconds; +inf when open
     attributes: tuple[tuple[str, str | float | bool], ...] = ()
 
+    def digest(self) -> int:
+        """64 bits of a hash of every field, the same in every process (unlike ``hash``)."""
+        data = repr(self).encode()
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def fingerprint(items: Iterable[ItemRules]) -> int:
+    """The catalogue's fingerprint: the sum of its items' digests modulo 2^64, so a change of
+    a few items updates it without visiting the others."""
+    return sum(rules.digest() for rules in items) % FINGERPRINT_MODULUS
+
+
+FINGERPRINT_MODULUS = 2**64
+
 
 @dataclass(frozen=True, eq=False)
 class CatalogSnapshot:
     """The catalogue at one moment, as arrays over catalogue positions."""
 
     generation: int
+    # Equal in every process that read the same catalogue: names it across processes.
+    fingerprint: int
     items: list[ItemRules]
     position: dict[str, int]
     shown: npt.NDArray[np.bool_]
@@ -70,7 +87,10 @@ class CatalogSnapshot:
     numbers: dict[str, npt.NDArray[np.float64]]
 
     @classmethod
-    def build(cls, generation: int, items: Iterable[ItemRules]) -> CatalogSnapshot:
+    def build(
+        cls, generation: int, items: Iterable[ItemRules], digest: int | None = None
+    ) -> CatalogSnapshot:
+        """``digest``: the items' :func:`fingerprint` when the caller knows it already."""
         rows = sorted(items, key=lambda r: r.item_id)
         categories: dict[str, list[int]] = defaultdict(list)
         attributes: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -92,6 +112,7 @@ class CatalogSnapshot:
         available_until = np.array([r.available_until for r in rows], dtype=np.float64)
         return cls(
             generation=generation,
+            fingerprint=fingerprint(rows) if digest is None else digest,
             items=rows,
             position={r.item_id: i for i, r in enumerate(rows)},
             shown=np.array([r.shown for r in rows], dtype=bool),
@@ -159,6 +180,18 @@ class CatalogSnapshot:
             if positions is not None:
                 mask[positions] = True
         return mask
+
+    def next_change(self, now: datetime) -> float:
+        """When the next availability window opens or closes after ``now`` (epoch seconds;
+        infinity when none will): until then, :meth:`eligible` gives the same answer."""
+        if not self.windowed.size:
+            return float("inf")
+        clock = now.timestamp()
+        bounds = np.concatenate(
+            (self.available_from[self.windowed], self.available_until[self.windowed])
+        )
+        later = bounds[bounds > clock]
+        return float(later.min()) if later.size else float("inf")
 
     def is_eligible(self, item_id: str, now: float) -> bool:
         position = self.position.get(item_id)
@@ -247,6 +280,11 @@ class CatalogIndex:
             assert snapshot is not None
         return snapshot
 
+    @property
+    def loaded(self) -> CatalogSnapshot | None:
+        """The current snapshot, None before the first load (which this does not start)."""
+        return self._snapshot
+
     def refresh(self, full: bool = False) -> CatalogSnapshot:
         """Read items changed since the last refresh (every item when ``full``)."""
         with self._lock:
@@ -284,15 +322,21 @@ class CatalogIndex:
         current = self._snapshot
         if not replace_all and current is not None and not changed:
             return current
+        digest: int | None = None
         if replace_all or current is None:
             merged = {r.item_id: r for r in changed}
         else:
             merged = {r.item_id: r for r in current.items}
             if all(merged.get(r.item_id) == r for r in changed):
                 return current
-            merged.update((r.item_id, r) for r in changed)
+            digest = current.fingerprint
+            for rules in {r.item_id: r for r in changed}.values():
+                old = merged.get(rules.item_id)
+                digest += rules.digest() - (0 if old is None else old.digest())
+                merged[rules.item_id] = rules
+            digest %= FINGERPRINT_MODULUS
         generation = 0 if current is None else current.generation + 1
-        snapshot = CatalogSnapshot.build(generation, merged.values())
+        snapshot = CatalogSnapshot.build(generation, merged.values(), digest)
         self._snapshot = snapshot
         if replace_all or len(changed) >= TRIM_AFTER:
             release_free_memory()  # the rows read and the previous snapshot's arrays

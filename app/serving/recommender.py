@@ -26,6 +26,7 @@ import redis
 from app.config import Settings
 from app.errors import ItemNotFound, NotFound, ServiceUnavailable
 from app.profiles import PREFIX, ProfileSnapshot, ProfileStore, event_weight
+from app.serving.answers import AnswerCache, list_field
 from app.serving.catalog_index import CatalogIndex, CatalogSnapshot
 from app.serving.filters import AttributeFilter
 from app.serving.model import ServingModel, UserRow
@@ -148,6 +149,7 @@ class Recommender:
         self.counts = counts
         self.client = client
         self.settings = settings
+        self.answers = AnswerCache(client, settings.answer_cache_seconds)
         # One per model served (the active one, and those of experiment variants).
         self._alignments: dict[str, Alignment] = {}
         self._alignment_lock = threading.Lock()
@@ -221,8 +223,12 @@ class Recommender:
         if recommendation_id is not None:
             return self._page(recommendation_id, user_id, k, offset, exclude, snapshot, now)
         model = self.models.current if model is None else model
-        profile = self._profile(user_id, now)
         size = max(self.settings.recommendation_list_size, offset + k)
+        field = self.list_field(
+            k, offset, exclude_seen, categories, exclude, attributes, weights, strategy
+        )
+        marker = None if field is None or model is None else secrets.token_hex(8).encode()
+        profile = self._profile(user_id, now, marker)
         allowed = snapshot.eligible(now.timestamp())
         if categories:
             allowed &= snapshot.in_categories(categories)
@@ -272,12 +278,73 @@ class Recommender:
         recommendation_id = "rec-" + secrets.token_hex(8)
         # Scores to 5 decimals: what every page of the list shows, first or later.
         ranked = [Scored(s.item_id, round(s.score, 5), s.reason) for s in ranked]
-        self._store(recommendation_id, user_id, version, ranked)
+        keep = None
+        if (
+            field is not None
+            and profile.answers_marker is not None
+            and all(s.reason != TRENDING_REASON for s in ranked)
+        ):
+            until = min(now.timestamp() + self.answers.seconds, snapshot.next_change(now))
+            keep = (field, profile.answers_marker, snapshot.fingerprint, until)
+        self._store(recommendation_id, user_id, version, ranked, keep)
         return RecommendationList(recommendation_id, user_id, version, ranked[offset : offset + k])
 
-    def _profile(self, user_id: str, now: datetime) -> ProfileSnapshot:
+    def list_field(
+        self,
+        k: int,
+        offset: int,
+        exclude_seen: bool,
+        categories: Sequence[str],
+        exclude: Sequence[str],
+        attributes: Sequence[AttributeFilter],
+        weights: Mapping[str, float] | None,
+        strategy: str,
+    ) -> bytes | None:
+        """The field a list for these parameters is kept under; None when it is not kept
+        (kept lists are of the configured size: a page beyond it ranks anew)."""
+        size = self.settings.recommendation_list_size
+        if not self.answers.enabled or offset + k > size:
+            return None
+        return list_field(
+            strategy=strategy,
+            weights=weights,
+            exclude_seen=exclude_seen,
+            categories=categories,
+            exclude=exclude,
+            attributes=attributes,
+            size=size,
+        )
+
+    async def kept(
+        self,
+        user_id: str,
+        k: int,
+        offset: int,
+        field: bytes,
+        model: ServingModel | None = None,
+    ) -> RecommendationList | None:
+        """The page of the user's kept list for these parameters (see ``app.serving.answers``),
+        or None: then :meth:`recommend` ranks. Runs on the event loop: no blocking call."""
+        snapshot = self.catalog.loaded
+        model = self.models.current if model is None else model
+        if snapshot is None or model is None:
+            return None
+        now = datetime.now(UTC).timestamp()
+        found = await self.answers.lookup(user_id, field, model.version, snapshot.fingerprint, now)
+        if found is None:
+            return None
+        stored = found.payload
+        reasons = stored["reasons"]
+        window = slice(offset, offset + k)
+        page = zip(
+            stored["ids"][window], stored["scores"][window], stored["why"][window], strict=True
+        )
+        items = [Scored(item_id, score, reasons[why]) for item_id, score, why in page]
+        return RecommendationList(found.recommendation_id, user_id, found.model_version, items)
+
+    def _profile(self, user_id: str, now: datetime, mark: bytes | None = None) -> ProfileSnapshot:
         try:
-            return self.profiles.read(user_id, now=now)
+            return self.profiles.read(user_id, now=now, mark=mark)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
 
@@ -407,26 +474,42 @@ class Recommender:
     # -- paging --------------------------------------------------------------------------------
 
     def _store(
-        self, recommendation_id: str, user_id: str, version: str | None, ranked: list[Scored]
+        self,
+        recommendation_id: str,
+        user_id: str,
+        version: str | None,
+        ranked: list[Scored],
+        keep: tuple[bytes, bytes, int, float] | None = None,
     ) -> None:
+        """Store the list for paging and, with ``keep`` (field, marker, catalogue fingerprint,
+        until), as the user's kept list for its parameters: one round trip."""
         # Compact, since every answer stores one: each distinct reason once (a list names at
         # most a few dozen), items as parallel arrays.
         reasons: dict[str, int] = {}
         why = [reasons.setdefault(s.reason, len(reasons)) for s in ranked]
-        payload = orjson.dumps(
-            {
-                "user_id": user_id,
-                "model_version": version,
-                "ids": [s.item_id for s in ranked],
-                "scores": [s.score for s in ranked],
-                "reasons": list(reasons),
-                "why": why,
-            }
-        )
+        stored = {
+            "user_id": user_id,
+            "model_version": version,
+            "ids": [s.item_id for s in ranked],
+            "scores": [s.score for s in ranked],
+            "reasons": list(reasons),
+            "why": why,
+        }
+        ttl = self.settings.recommendation_ttl_seconds
         try:
-            self.client.set(
-                rec_key(recommendation_id), payload, ex=self.settings.recommendation_ttl_seconds
+            if keep is None:
+                self.client.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
+                return
+            field, marker, catalog, until = keep
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
+            call = self.answers.store(
+                pipe, user_id, field, marker, recommendation_id, stored, catalog, until
             )
+            answers = pipe.execute(raise_on_error=False)
+            if isinstance(answers[0], Exception):
+                raise answers[0]
+            self.answers.settle(answers[1], call)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
 

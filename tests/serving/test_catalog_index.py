@@ -33,3 +33,23 @@ def test_repeated_categories_and_text_attributes_are_held_once(services: Service
     assert [type(dict(r.attributes)["flag"]) for r in rules] == [type(f) for f in flags]
     matched = snapshot.matching([AttributeFilter.parse("flag=true")])
     assert [snapshot.items[p].item_id for p in np.flatnonzero(matched)] == ["sku-0", "sku-2"]
+
+
+def test_the_fingerprint_names_the_catalogue_in_every_process(services: Services) -> None:
+    """Two indexes (two processes) reading the same catalogue agree on its fingerprint, also
+    when one of them got there by incremental updates; any change of an item's rules, or a new
+    item, changes it."""
+    items = [{"item_id": f"sku-{i}", "title": f"Item {i}", "categories": ["a"]} for i in range(5)]
+    assert load_items(services, items).rejected == 0
+    one, other = CatalogIndex(services.sessions), CatalogIndex(services.sessions)
+    original = one.refresh(full=True).fingerprint
+    assert other.refresh(full=True).fingerprint == original
+    changed = [{**items[2], "title": "Renamed"}, {"item_id": "sku-9", "categories": ["b"]}]
+    assert load_items(services, changed).rejected == 0
+    incremental = one.reload_items(["sku-2", "sku-9"]).fingerprint
+    assert incremental != original
+    assert other.refresh(full=True).fingerprint == incremental
+    assert load_items(services, [items[2]]).rejected == 0
+    without_new = one.reload_items(["sku-2"]).fingerprint
+    assert without_new not in (original, incremental)
+    assert other.refresh(full=True).fingerprint == without_new

@@ -1,0 +1,166 @@
+"""A user's list of recommendations, kept until something it was made from changes.
+
+A list is made from the user's live profile, the model, the catalogue and the request's
+parameters. Between two of the user's events usually none of them changes, so a request that
+repeats one is answered with the list made before, under the same ``recommendation_id``,
+without reading the profile or scoring anything. What keeps that exact:
+
+- Lists live in the user's ``answers`` hash, beside the profile under the user's hash tag, one
+  field per set of parameters. Every profile write (an event applied, a rebuild) deletes the
+  hash in the same script, so the request after an event ranks anew.
+- A list is stored only if no profile write happened since its profile was read: the read sets
+  a marker in the hash (unless one is there) and the store succeeds only while the marker it
+  saw is still there.
+- A kept list names the model version and the catalogue's fingerprint it was made with and is
+  used only while both are the ones served, and until it expires: after
+  ``answer_cache_seconds``, or earlier when an item's availability window opens or closes.
+- Lists holding trending items are not kept (trending moves by the minute), nor lists made
+  without a model.
+
+The hit path reads one hash field through an asyncio client, on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aredis
+
+from app.monitoring import RECOMMENDATION_CACHE
+from app.profiles import ANSWERS_MARKER, user_keys
+from app.serving.filters import AttributeFilter
+
+log = logging.getLogger(__name__)
+# Sets of parameters kept per user; more, and the hash starts again.
+MAX_LISTS = 16
+
+# KEYS: the user's answers hash. ARGV: marker, field, list, max_lists, seconds.
+STORE_LUA = """
+local marker = redis.call('HGET', KEYS[1], '~')
+if marker ~= ARGV[1] then return 0 end
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], '~', ARGV[1])
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+assert ANSWERS_MARKER == b"~"  # STORE_LUA's literal
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A list as kept: what :meth:`Recommender._store` stores for paging, plus its name and
+    what it was made from."""
+
+    recommendation_id: str
+    model_version: str
+    catalog: int
+    until: float
+    payload: dict[str, Any]
+
+
+def list_field(
+    *,
+    strategy: str,
+    weights: Mapping[str, float] | None,
+    exclude_seen: bool,
+    categories: Sequence[str],
+    exclude: Sequence[str],
+    attributes: Sequence[AttributeFilter],
+    size: int,
+) -> bytes:
+    """The hash field of one set of parameters: equal for requests that rank the same list
+    (the order of repeated parameters does not matter)."""
+    described = orjson.dumps(
+        [
+            strategy,
+            sorted((weights or {}).items()),
+            exclude_seen,
+            sorted(set(categories)),
+            sorted(set(exclude)),
+            sorted({(f.name, f.op, f.value) for f in attributes}),
+            size,
+        ]
+    )
+    return hashlib.blake2b(described, digest_size=12).hexdigest().encode()
+
+
+class AnswerCache:
+    """Reads and stores kept lists; disabled when ``seconds`` is 0."""
+
+    def __init__(self, client: redis.Redis, seconds: int) -> None:
+        self.client = client
+        self.seconds = seconds
+        self.async_client: aredis.Redis | None = None
+        self._store = client.register_script(STORE_LUA)
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds > 0
+
+    def attach(self, async_client: aredis.Redis | None) -> None:
+        """The asyncio client of the hit path (made on the serving event loop)."""
+        self.async_client = async_client
+
+    async def lookup(
+        self, user_id: str, field: bytes, model_version: str | None, catalog: int, now: float
+    ) -> Kept | None:
+        """The list kept for these parameters if it is still the one the request would get;
+        None otherwise (and when Redis fails: the caller then ranks, and reports that)."""
+        if not self.enabled or self.async_client is None or model_version is None:
+            return None
+        try:
+            raw = await self.async_client.hget(user_keys(user_id).answers, field)
+        except redis.RedisError as exc:
+            log.warning("reading a kept list failed, ranking anew: %s", exc)
+            return None
+        if raw is None:
+            RECOMMENDATION_CACHE.labels(outcome="miss").inc()
+            return None
+        kept = orjson.loads(raw)
+        if (
+            kept["model_version"] != model_version
+            or kept["catalog"] != catalog
+            or (now >= kept["until"])
+        ):
+            RECOMMENDATION_CACHE.labels(outcome="stale").inc()
+            return None
+        RECOMMENDATION_CACHE.labels(outcome="hit").inc()
+        return Kept(kept["id"], kept["model_version"], kept["catalog"], kept["until"], kept)
+
+    def store(
+        self,
+        pipe: Any,
+        user_id: str,
+        field: bytes,
+        marker: bytes,
+        recommendation_id: str,
+        payload: dict[str, Any],
+        catalog: int,
+        until: float,
+    ) -> list[Any]:
+        """Queue the store of a list on ``pipe`` (a pipeline of :attr:`client`); it keeps the
+        list only if ``marker`` (from the profile read) is still the user's. Returns the call's
+        keys and arguments, for :meth:`settle`."""
+        kept = orjson.dumps(
+            {**payload, "id": recommendation_id, "catalog": catalog, "until": until}
+        )
+        call = [user_keys(user_id).answers, marker, field, kept, MAX_LISTS, self.seconds]
+        pipe.evalsha(self._store.sha, 1, *call)
+        return call
+
+    def settle(self, answer: object, call: list[Any]) -> None:
+        """After the pipeline ran: a store refused as NOSCRIPT (Redis lacked the script, so it
+        did not run) runs again, loading the script."""
+        if isinstance(answer, redis.exceptions.NoScriptError):
+            self._store(keys=call[:1], args=call[1:])
+        elif isinstance(answer, Exception):
+            raise answer
