@@ -14,6 +14,13 @@ subprocess on a free loopback port, and measures side by side, in the same run:
    sent at fixed times whatever the answers do; latency counts from its scheduled time);
 3. the worker's resident memory after the load, against the model's arrays.
 
+Each is measured with a service of its own per mode (``--modes``): ``kept``, as configured by
+default, after asking once for every user's list, so that a request finds the user's kept list
+(the share of requests it answered is reported); ``ranked``, with kept lists turned off, so
+that every request ranks anew, as one right after the user's event does; and ``floor``, a twin
+of the route that does no work (``bench/route_floor.py``): the web framework's own cost of the
+route's parameters, dependencies and answer.
+
 Run from the project root::
 
     .venv/bin/python bench/serving.py                    # SQLite file + embedded Redis
@@ -184,7 +191,11 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    shop: Shop, args: argparse.Namespace, scopes: str = "read", log_name: str = "service.log"
+    shop: Shop,
+    args: argparse.Namespace,
+    scopes: str = "read",
+    log_name: str = "service.log",
+    app: str = "app.main:app",
 ) -> Iterator[Server]:
     """The service on a free loopback port, the benchmark's key holding ``scopes``."""
     port = free_port()
@@ -193,7 +204,7 @@ def running_server(
         sys.executable,
         "-m",
         "uvicorn",
-        "app.main:app",
+        app,
         "--host",
         "127.0.0.1",
         "--port",
@@ -251,7 +262,7 @@ wrk.headers["X-API-Key"] = "%(key)s"
 request = function()
   if %(trivial)s then return wrk.format("GET", "/healthz") end
   local user = users[math.random(#users)]
-  return wrk.format("GET", "/v1/users/" .. user .. "/recommendations?k=10")
+  return wrk.format("GET", "/v1/users/" .. user .. "/recommendations%(suffix)s?k=10")
 end
 local errors = 0
 response = function(status, headers, body)
@@ -267,7 +278,12 @@ end
 
 
 def run_wrk(
-    server: Server, users_file: Path, trivial: bool, args: argparse.Namespace, seed: int
+    server: Server,
+    users_file: Path,
+    trivial: bool,
+    args: argparse.Namespace,
+    seed: int,
+    suffix: str = "",
 ) -> dict[str, float]:
     script = users_file.with_name(f"wrk-{'trivial' if trivial else 'recs'}.lua")
     script.write_text(
@@ -277,6 +293,7 @@ def run_wrk(
             "seed": seed,
             "key": API_KEY,
             "trivial": "true" if trivial else "false",
+            "suffix": suffix,
         }
     )
     command = [
@@ -389,8 +406,105 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--service-env", action="append", default=[], help="NAME=VALUE for the service"
     )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(MODES),
+        default=list(MODES),
+        help="kept: default settings, every user asked once before the runs; ranked: no kept "
+        "lists, every request ranks anew",
+    )
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     return parser.parse_args(argv)
+
+
+MODES: dict[str, dict[str, str]] = {
+    # The service as configured by default: a repeated request gets the user's kept list.
+    "kept": {},
+    # Every request ranks anew: what a request right after one of the user's events costs.
+    "ranked": {"RECSYS_RECOMMENDATION_CACHE_SECONDS": "0"},
+    # The route's twin that does no work (bench/route_floor.py): the framework's own cost.
+    "floor": {},
+}
+
+
+def cache_counts(server: Server) -> dict[str, float]:
+    """The service's counts of kept-list outcomes (hit, miss, stale) so far."""
+    status, body = run_async(_get(server.port, "/metrics"))
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    counts = {"hit": 0.0, "miss": 0.0, "stale": 0.0}
+    for match in re.finditer(
+        rb'^recsys_recommendation_cache_total\{outcome="(\w+)"\} ([\d.e+]+)$', body, re.M
+    ):
+        counts[match.group(1).decode()] = float(match.group(2))
+    return counts
+
+
+def prime(server: Server, users: Sequence[str]) -> None:
+    """Ask once for every user's list, so that the runs find each one kept."""
+
+    async def ask_all() -> None:
+        for user in users:
+            status, body = await _get(server.port, f"/v1/users/{user}/recommendations?k=10")
+            if status != 200:
+                raise RuntimeError(f"priming: {status} {body[:200]!r}")
+
+    run_async(ask_all())
+
+
+def measure_mode(
+    shop: Shop, args: argparse.Namespace, users_file: Path, mode: str
+) -> dict[str, Any]:
+    """Peak throughput against /healthz, latency at half the peak and memory, with the
+    service configured for ``mode`` (see MODES)."""
+    mode_args = argparse.Namespace(
+        **{
+            **vars(args),
+            "service_env": [*(f"{k}={v}" for k, v in MODES[mode].items()), *args.service_env],
+        }
+    )
+    out: dict[str, Any] = {"service_env": MODES[mode]}
+    app = "bench.route_floor:app" if mode == "floor" else "app.main:app"
+    suffix = "-floor" if mode == "floor" else ""
+    with running_server(shop, mode_args, log_name=f"service-{mode}.log", app=app) as server:
+        # Warm-up: every code path, the catalogue alignment, the allocator.
+        run_wrk(server, users_file, True, _short(args), 0)
+        run_wrk(server, users_file, False, _short(args), 0, suffix)
+        if mode == "kept":
+            prime(server, shop.users)
+        runs: dict[str, list[dict[str, float]]] = {"trivial": [], "recommendations": []}
+        for repeat in range(args.repeats):
+            for name in runs:
+                before = cache_counts(server)
+                trivial = name == "trivial"
+                run = run_wrk(server, users_file, trivial, args, repeat + 1, suffix)
+                if name == "recommendations":
+                    after = cache_counts(server)
+                    outcomes = {k: after[k] - before[k] for k in after}
+                    lookups = sum(outcomes.values())
+                    share = outcomes["hit"] / lookups if lookups else 0.0
+                    run["kept_list_share"] = round(share, 4)
+                runs[name].append(run)
+                print(f"  {mode} {name}: {run}", flush=True)
+        peak = {name: statistics.median(r["rps"] for r in rs) for name, rs in runs.items()}
+        ratios = [
+            r["rps"] / t["rps"]
+            for r, t in zip(runs["recommendations"], runs["trivial"], strict=True)
+        ]
+        out["throughput"] = {
+            "runs": runs,
+            "median_rps": peak,
+            "ratio_of_medians": round(peak["recommendations"] / peak["trivial"], 3),
+            "median_of_ratios": round(statistics.median(ratios), 3),
+        }
+        if mode != "floor":
+            rate = peak["recommendations"] / 2
+            out["latency_at_half_peak"] = measure_latency(
+                server, shop.users, rate, args.latency_seconds, 7
+            )
+        out["worker_rss_mb"] = round(worker_rss_mb(server), 1)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shop = build_shop(args, var_dir)
     users_file = var_dir / "users.txt"
     users_file.write_text("\n".join(shop.users) + "\n")
+    arrays = model_array_bytes(shop)
     result: dict[str, Any] = {
         "started_at": stamp,
         "command": " ".join([_shown(sys.executable), *sys.argv]),
@@ -413,48 +528,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {k: v for k, v in vars(args).items() if k not in ("results_dir", "var_dir")},
         "profiles": shop.profile_events,
         "model_version": shop.model_version,
-    }
-    with running_server(shop, args) as server:
-        # Warm-up: every code path, the catalogue alignment, the allocator.
-        run_wrk(server, users_file, True, _short(args), 0)
-        run_wrk(server, users_file, False, _short(args), 0)
-        runs: dict[str, list[dict[str, float]]] = {"trivial": [], "recommendations": []}
-        for repeat in range(args.repeats):
-            for name in runs:
-                runs[name].append(run_wrk(server, users_file, name == "trivial", args, repeat + 1))
-                print(f"  {name}: {runs[name][-1]}", flush=True)
-        peak = {name: statistics.median(r["rps"] for r in rs) for name, rs in runs.items()}
-        ratios = [
-            r["rps"] / t["rps"]
-            for r, t in zip(runs["recommendations"], runs["trivial"], strict=True)
-        ]
-        result["throughput"] = {
-            "runs": runs,
-            "median_rps": peak,
-            "ratio_of_medians": round(peak["recommendations"] / peak["trivial"], 3),
-            "median_of_ratios": round(statistics.median(ratios), 3),
-        }
-        rate = peak["recommendations"] / 2
-        result["latency_at_half_peak"] = measure_latency(
-            server, shop.users, rate, args.latency_seconds, 7
-        )
-        rss = worker_rss_mb(server)
-    arrays = model_array_bytes(shop)
-    result["memory"] = {
-        "worker_rss_mb": round(rss, 1),
         "model_arrays_mb": round(arrays / 2**20, 1),
-        "limit_mb": round(2 * arrays / 2**20 + 150, 1),
+        "memory_limit_mb": round(2 * arrays / 2**20 + 150, 1),
+        "modes": {},
     }
-    print(json.dumps({k: result[k] for k in ("throughput", "latency_at_half_peak", "memory")}))
+    for mode in args.modes:
+        result["modes"][mode] = measure_mode(shop, args, users_file, mode)
     out = args.results_dir / f"serving-{stamp}.json"
     out.write_text(json.dumps(result, indent=2, default=str))
-    print(
-        f"recommendations {peak['recommendations']:.0f} req/s vs trivial {peak['trivial']:.0f} "
-        f"req/s: ratio {result['throughput']['ratio_of_medians']}; at {rate:.0f} req/s "
-        f"p50 {result['latency_at_half_peak']['p50_ms']} ms, "
-        f"p99 {result['latency_at_half_peak']['p99_ms']} ms; worker RSS {rss:.0f} MB "
-        f"(limit {result['memory']['limit_mb']} MB)\nresults: {_shown(str(out))}"
-    )
+    for mode, measured in result["modes"].items():
+        peak = measured["throughput"]["median_rps"]
+        shares = [r["kept_list_share"] for r in measured["throughput"]["runs"]["recommendations"]]
+        line = (
+            f"{mode}: recommendations {peak['recommendations']:.0f} req/s vs trivial "
+            f"{peak['trivial']:.0f} req/s: ratio {measured['throughput']['ratio_of_medians']} "
+            f"(kept lists answered {min(shares):.1%}-{max(shares):.1%})"
+        )
+        latency = measured.get("latency_at_half_peak")
+        if latency is not None:
+            line += (
+                f"; at {latency['rate']:.0f} req/s p50 {latency['p50_ms']} ms, "
+                f"p99 {latency['p99_ms']} ms"
+            )
+        print(
+            f"{line}; worker RSS {measured['worker_rss_mb']:.0f} MB "
+            f"(limit {result['memory_limit_mb']} MB)"
+        )
+    print(f"results: {_shown(str(out))}")
     return 0
 
 
