@@ -66,7 +66,10 @@ local function apply(keys, half_life, cap, events)
     end
   end
 
-  redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
+  -- ``recent`` holds at most one member per event counted: no trimming before it can be over.
+  if tonumber(count) > cap then
+    redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
+  end
   if anchor_moved then
     redis.call('HSET', meta, 'anchor', string.format('%.17g', anchor),
       'last_event_at', string.format('%.17g', last), 'events', count)
