@@ -162,6 +162,58 @@ def _mean_cov(
     return mean, centred.T @ centred / rows.shape[0]
 
 
+# The head of the norm order: a sixth of the items, at least HEAD_MIN; none when that would
+# be half the catalogue or more (the full product is cheap there).
+HEAD_MIN = 4096
+HEAD_SHARE = 6
+
+
+@dataclass(frozen=True, eq=False)
+class Head:
+    """The items with the longest rows of ``blend.primary``'s factor part, copied together.
+
+    An item's primary score is ``y_i . a + z_i b`` (``a`` the query's factor part, ``b`` its
+    popularity weight), at most ``|y_i| |a| + z_i b``. So when even the best such bound of
+    the items outside the head stays below the ``size``-th best score inside it, less the
+    content part's reach both ways, no outside item can make the list: the list is the
+    head's, exactly, from a product over a sixth of the matrix. For trained ALS factors the
+    long rows are the items most users score high; the others fall back to the full product.
+    """
+
+    items: IntArray  # model indices, longest factor row first
+    product: BatchedProduct  # over primary[items]
+    rest_norm: float  # the longest factor row outside the head
+    rest_z_max: float  # the largest and smallest popularity z-score outside the head
+    rest_z_min: float
+
+    @classmethod
+    def build(cls, primary: FloatArray, size: int | None = None) -> Head | None:
+        n = primary.shape[0]
+        if size is None:
+            size = max(HEAD_MIN, n // HEAD_SHARE)
+            if 2 * size >= n:
+                return None
+        if size <= 0 or size >= n:
+            return None
+        norms = np.linalg.norm(primary[:, :-1].astype(np.float64), axis=1)
+        order = np.argsort(-norms, kind="stable")
+        items, rest = np.sort(order[:size]), order[size:]
+        z = primary[rest, -1].astype(np.float64)
+        return cls(
+            items=items,
+            product=BatchedProduct(np.ascontiguousarray(primary[items])),
+            rest_norm=float(norms[rest].max()),
+            rest_z_max=float(z.max()),
+            rest_z_min=float(z.min()),
+        )
+
+    def rest_bound(self, main: FloatArray) -> float:
+        """The most any item outside the head can score on the primary part."""
+        a = float(np.linalg.norm(main[:-1].astype(np.float64)))
+        b = float(main[-1])
+        return a * self.rest_norm + b * (self.rest_z_max if b >= 0 else self.rest_z_min)
+
+
 @dataclass(frozen=True, eq=False)
 class ServingModel:
     """Everything needed to score any user against every item of one model version.
@@ -205,6 +257,7 @@ class ServingModel:
     event_weights: dict[str, float]
     blend: LinearBlend
     product: BatchedProduct
+    head: Head | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -235,8 +288,12 @@ class ServingModel:
         return rows
 
     @classmethod
-    def from_artifact(cls, artifact: ModelArtifact) -> ServingModel:
-        """Build from a loaded artifact; :class:`ArtifactError` when serving cannot use it."""
+    def from_artifact(cls, artifact: ModelArtifact, head_size: int | None = None) -> ServingModel:
+        """Build from a loaded artifact; :class:`ArtifactError` when serving cannot use it.
+
+        ``head_size``: items in the :class:`Head` (default: a sixth, at least ``HEAD_MIN``,
+        none for small catalogues); 0 for none.
+        """
         artifact.validate()
         arrays = artifact.arrays
         name = artifact.version
@@ -305,6 +362,7 @@ class ServingModel:
             event_weights=event_weights,
             blend=linear,
             product=BatchedProduct(linear.primary),
+            head=None if head_size == 0 else Head.build(linear.primary, head_size),
             metrics=dict(artifact.metrics),
         )
 
@@ -372,12 +430,16 @@ class ServingModel:
         """The ``size`` best allowed items and their blended scores, best first (ties to the
         lower index): exactly what ranking :meth:`score` gives, reading less.
 
-        The primary part (ALS and popularity) is scored for every item; the content part
-        moves a score by at most ``query.content_bound`` either way, so only items whose best
-        case reaches the ``size``-th best worst case can make the list, and only those get
-        their content part computed.
+        The primary part (ALS and popularity) is scored for the :class:`Head` first, and for
+        every item only when an item outside it might make the list; the content part moves a
+        score by at most ``query.content_bound`` either way, so only items whose best case
+        reaches the ``size``-th best worst case can make the list, and only those get their
+        content part computed.
         """
         query = self.query(row, weights)
+        found = self._top_in_head(query, allowed, size)
+        if found is not None:
+            return found
         scores = self.product(query.main)
         scores[~allowed] = -np.inf
         eligible = int(np.count_nonzero(allowed))
@@ -387,7 +449,15 @@ class ServingModel:
             candidates = np.flatnonzero(scores >= threshold - bound)
         else:
             candidates = np.flatnonzero(allowed)
-        exact = scores[candidates]
+        return self._best(query, candidates, scores[candidates], size)
+
+    def _best(
+        self, query: Query, candidates: IntArray, primary: FloatArray, size: int
+    ) -> tuple[IntArray, FloatArray]:
+        """The ``size`` best of ``candidates`` (model indices, ascending) by their exact score
+        (``primary`` plus the content part and the offset), best first, ties to the lower
+        index."""
+        exact = primary
         if query.content is not None and self.blend.content is not None:
             exact += self.blend.content[candidates] @ query.content
         exact += np.float32(query.offset)
@@ -396,6 +466,27 @@ class ServingModel:
             candidates, exact = candidates[keep], exact[keep]
         order = np.lexsort((candidates, -exact))
         return candidates[order], exact[order]
+
+    def _top_in_head(
+        self, query: Query, allowed: npt.NDArray[np.bool_], size: int
+    ) -> tuple[IntArray, FloatArray] | None:
+        """:meth:`top` from the head's product alone, or None when an item outside the head
+        might make the list (see :class:`Head`)."""
+        head = self.head
+        if head is None:
+            return None
+        scores = head.product(query.main)
+        scores[~allowed[head.items]] = -np.inf
+        if int(np.count_nonzero(np.isfinite(scores))) <= size:
+            return None
+        kth = float(np.partition(scores, scores.size - size)[scores.size - size])
+        bound = query.content_bound
+        # A margin for the float32 rounding of the products against the float64 bound.
+        margin = 1e-4 * (abs(kth) + abs(head.rest_bound(query.main)) + 1.0)
+        if not head.rest_bound(query.main) + margin < kth - 2 * bound:
+            return None
+        local = np.flatnonzero(scores >= kth - 2 * bound)
+        return self._best(query, head.items[local], scores[local], size)
 
     def query(self, row: UserRow, weights: Mapping[str, float] | None = None) -> Query:
         """The user's query against :attr:`blend` (see :class:`LinearBlend`)."""

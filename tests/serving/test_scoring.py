@@ -201,16 +201,19 @@ def test_request_weights_override_the_artifact_blend() -> None:
 @pytest.mark.parametrize("size", [1, 5, 20, 39, 60])
 @pytest.mark.parametrize(
     "weights",
-    [None, {"content": 3.0}, {"als": 0.0}, {"content": 0.0}],
-    ids=["artifact", "content-heavy", "no-als", "no-content"],
+    [None, {"content": 3.0}, {"als": 0.0}, {"content": 0.0}, {"popularity": -0.5}],
+    ids=["artifact", "content-heavy", "no-als", "no-content", "against-popularity"],
 )
+@pytest.mark.parametrize("head_size", [0, 12, 30], ids=["no-head", "head-12", "head-30"])
 def test_top_is_the_best_allowed_items_of_the_full_ranking(
-    size: int, weights: dict[str, float] | None
+    size: int, weights: dict[str, float] | None, head_size: int
 ) -> None:
-    """The two-pass top (content part only for items within its bound) returns exactly the
-    first ``size`` allowed items of the full score ranking, with the same scores."""
+    """The two-pass top (content part only for items within its bound), from the head of the
+    norm order when its bound allows, returns exactly the first ``size`` allowed items of the
+    full score ranking, with the same scores."""
     matrix = user_items(weighted=False)
-    model = ServingModel.from_artifact(artifact(hybrid(matrix), "binary"))
+    model = ServingModel.from_artifact(skewed(hybrid(matrix)), head_size=head_size)
+    assert (model.head is None) == (head_size == 0)
     rng = np.random.default_rng(9)
     for user in range(0, N_USERS, 7):
         row = row_of(matrix, user)
@@ -221,6 +224,47 @@ def test_top_is_the_best_allowed_items_of_the_full_ranking(
         chosen, scores = model.top(row, allowed, size, weights)
         assert chosen.tolist() == ranked.tolist()
         np.testing.assert_allclose(scores, full[ranked], rtol=1e-5, atol=1e-5)
+
+
+def skewed(model: HybridScorer) -> ModelArtifact:
+    """The model's artifact with factor rows of very different lengths, as trained ALS
+    factors have (popular items long, the tail short), so that the head decides most lists."""
+    served = artifact(model, "binary")
+    factors = served.arrays["item_factors"]
+    scale = np.random.default_rng(5).permutation(np.geomspace(20.0, 0.05, N_ITEMS))
+    served.arrays["item_factors"] = (factors * scale[:, None]).astype(np.float32)
+    return served
+
+
+def test_the_head_answers_alone_when_its_bound_allows() -> None:
+    """A head of the longest factor rows answers short lists on its own for many users here,
+    each exactly the full ranking's, and no list it answers could have held an item outside
+    it."""
+    matrix = user_items(weighted=False)
+    model = ServingModel.from_artifact(skewed(hybrid(matrix)), head_size=20)
+    head = model.head
+    assert head is not None
+    assert head.items.size == 20
+    norms = np.linalg.norm(model.warm_factors, axis=1)
+    outside = np.setdiff1d(np.arange(N_ITEMS), head.items)
+    assert norms[head.items].min() >= norms[outside].max()
+    allowed = np.ones(N_ITEMS, dtype=bool)
+    answered = 0
+    for user in range(N_USERS):
+        row = row_of(matrix, user)
+        query = model.query(row)
+        found = model._top_in_head(query, allowed, 3)
+        if found is None:
+            continue
+        answered += 1
+        assert set(found[0].tolist()) <= set(head.items.tolist())
+        primary = model.blend.primary @ query.main
+        assert primary[outside].max() <= head.rest_bound(query.main) + 1e-5
+        full = model.score(row)
+        ranked = np.lexsort((np.arange(N_ITEMS), -full))[:3]
+        assert found[0].tolist() == ranked.tolist()
+        np.testing.assert_allclose(found[1], full[ranked], rtol=1e-5, atol=1e-5)
+    assert answered >= N_USERS // 3
 
 
 def with_cold_factors(model: HybridScorer, own: int) -> tuple[ModelArtifact, npt.NDArray[np.int64]]:
