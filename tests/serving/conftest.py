@@ -90,6 +90,17 @@ def served(
     return client, result
 
 
+Served = tuple[TestClient, TrainResult]
+
+
+def recs(client: TestClient, user_id: str, **params: Any) -> dict[str, Any]:
+    """The user's recommendations, asserting a 200."""
+    response = client.get(f"/v1/users/{user_id}/recommendations", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def metric_value(client: TestClient, name: str, **labels: str) -> float:
     """A sample's current value from /metrics (0 when absent)."""
     for family in text_string_to_metric_families(client.get("/metrics").text):

@@ -16,18 +16,9 @@ from app.services import Services
 from app.serving.answers import list_field
 from app.serving.filters import AttributeFilter
 from app.serving.recommender import TRENDING_REASON
-from tests.serving.conftest import metric_value
+from tests.serving.conftest import Served, metric_value, recs
 from training import demo
 from training.pipeline import TrainResult
-
-Served = tuple[TestClient, TrainResult]
-
-
-def recs(client: TestClient, user_id: str, **params: Any) -> dict[str, Any]:
-    response = client.get(f"/v1/users/{user_id}/recommendations", params=params)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def hits(client: TestClient) -> float:

@@ -17,20 +17,12 @@ from app.services import Services
 from app.serving.model import ServingModel
 from app.serving.recommender import user_row
 from tests.conftest import make_settings
+from tests.serving.conftest import Served, recs
 from training import demo
 from training.artifact import ModelArtifact
 from training.data import load_interactions, load_items
 from training.evaluation import Dataset
 from training.pipeline import TrainResult
-
-Served = tuple[TestClient, TrainResult]
-
-
-def recs(client: TestClient, user_id: str, **params: Any) -> dict[str, Any]:
-    response = client.get(f"/v1/users/{user_id}/recommendations", params=params)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def ids(body: dict[str, Any]) -> list[str]:
