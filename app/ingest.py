@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -40,6 +41,14 @@ from app.profiles import ProfileEvent, ProfileStore
 from app.schemas import EventIn, EventResult, EventStatus, ProfileStatus
 
 log = logging.getLogger(__name__)
+# Tries of a PostgreSQL batch statement that PostgreSQL aborted to break a deadlock.
+DEADLOCK_ATTEMPTS = 3
+# SQLSTATE of "deadlock detected".
+_DEADLOCK = "40P01"
+
+
+def _deadlock(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == _DEADLOCK
 
 
 # What became of one event: (index in the batch, event_id, status, error).
@@ -250,11 +259,22 @@ class EventIngestor:
         if self._engine.dialect.name == "postgresql":
             # One statement in its own transaction: no BEGIN/COMMIT round trips, and the answer
             # comes back only once the commit is durable.
-            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                stored, categories, unknown = store_events_postgresql(
-                    conn, rows, batch_id, now, stub_unknown
-                )
-            return stored, categories, unknown, batch_id
+            for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+                try:
+                    with self._engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    ) as conn:
+                        stored, categories, unknown = store_events_postgresql(
+                            conn, rows, batch_id, now, stub_unknown
+                        )
+                    return stored, categories, unknown, batch_id
+                except DBAPIError as exc:
+                    # Two batches holding the same new event ids in opposite orders wait for
+                    # each other; PostgreSQL then aborts one of the statements, which stored
+                    # nothing, so it runs again (the other batch has committed by then).
+                    if not _deadlock(exc) or attempt == DEADLOCK_ATTEMPTS:
+                        raise
+                    log.info("batch %s met a deadlock, storing it again", batch_id)
         with self._engine.connect() as conn:
             stored, categories, unknown = store_events_sqlite(
                 conn, rows, batch_id, now, stub_unknown

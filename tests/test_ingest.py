@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.db.models import Event, Item
 from app.services import Services
@@ -165,3 +169,45 @@ def test_sqlite_batches_store_times_as_sqlalchemy_does() -> None:
         datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
     ):
         assert sqlite_datetime(value) == process(value)
+
+
+def test_a_batch_aborted_by_a_deadlock_is_stored_again(services: Services) -> None:
+    """PostgreSQL: a batch whose new event ids another transaction inserts in the opposite
+    order deadlocks with it; PostgreSQL aborts the batch's statement (which stored nothing) and
+    the batch runs again, finding the other transaction's events: both duplicates, no error."""
+    if services.engine.dialect.name != "postgresql":
+        pytest.skip("a deadlock between writers needs PostgreSQL")
+    now = datetime.now(UTC)
+    insert = text(
+        "INSERT INTO events (event_id, user_id, item_id, type, occurred_at, received_at) "
+        "VALUES (:event_id, 'other', 'i1', 'view', :now, :now)"
+    )
+    outcome: list[Any] = []
+    with services.engine.connect() as other:
+        # The other writer waits longer before it checks for a deadlock: the batch's statement
+        # is the one PostgreSQL aborts.
+        other.execute(text("SET deadlock_timeout = '10s'"))
+        other.execute(insert, {"event_id": "dl-a", "now": now})
+        batch = threading.Thread(
+            target=lambda: outcome.append(
+                services.ingestor.ingest_raw([_event_with_id("dl-b"), _event_with_id("dl-a")])
+            )
+        )
+        batch.start()
+        time.sleep(0.3)  # the batch has inserted dl-b and waits for dl-a
+        other.execute(insert, {"event_id": "dl-b", "now": now})  # waits: the deadlock
+        other.commit()
+        batch.join(30)
+    assert not batch.is_alive()
+    [result] = outcome
+    assert [(r.event_id, r.status) for r in result.results] == [
+        ("dl-b", "duplicate"),
+        ("dl-a", "duplicate"),
+    ]
+    with services.sessions() as session:
+        users = session.scalars(select(Event.user_id).where(Event.event_id.like("dl-%"))).all()
+    assert sorted(users) == ["other", "other"]
+
+
+def _event_with_id(event_id: str) -> dict[str, object]:
+    return {"event_id": event_id, "user_id": "u-dl", "item_id": "i1", "type": "view"}
