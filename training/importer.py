@@ -18,7 +18,7 @@ import gc
 import logging
 import resource
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 Kind = Literal["events", "items"]
 # Distinct reasons kept in the report; rarer ones are summed under one line.
 MAX_REASONS = 1000
+# Event batches stored at the same time on PostgreSQL (see Importer._stores_in_flight).
+STORES_IN_FLIGHT = 2
 OTHER_REASONS = "(other reasons)"
 
 
@@ -184,22 +186,23 @@ class Importer:
         are committed (the SQL source stores its watermark there)."""
         report = self.report
         started = time.perf_counter()
-        pending: tuple[_Batch, Future[Any]] | None = None
+        pending: deque[tuple[_Batch, Future[Any]]] = deque()
+        in_flight = self._stores_in_flight()
         with (
             _quiet_garbage_collector(),
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-store") as store,
+            ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="import-store") as store,
         ):
             try:
                 for batch in self._batches(records):
-                    if pending is not None:
-                        self._finish(*pending, checkpoint)
-                        pending = None
-                        if report.stopped:
-                            break
-                    pending = (batch, store.submit(self._store, batch))
-                if pending is not None:
-                    self._finish(*pending, checkpoint)
-                    pending = None
+                    # Batches are accounted for in the order they were read, whichever commits
+                    # first: the report, the quarantine file and ``checkpoint`` follow the rows.
+                    while len(pending) >= in_flight and not report.stopped:
+                        self._finish_oldest(pending, checkpoint)
+                    if report.stopped:
+                        break
+                    pending.append((batch, store.submit(self._store, batch)))
+                while pending:
+                    self._finish_oldest(pending, checkpoint)
             except SourceError as exc:
                 self._finish_quietly(pending, checkpoint)
                 report.stopped = f"the source failed after row {report.read:,}: {exc}"
@@ -344,16 +347,46 @@ class Importer:
             )
             report.failed = True
 
-    def _finish_quietly(
-        self, pending: tuple[_Batch, Future[Any]] | None, checkpoint: Callable[[int], None] | None
+    def _finish_oldest(
+        self, pending: deque[tuple[_Batch, Future[Any]]], checkpoint: Callable[[int], None] | None
     ) -> None:
-        """Account for the batch in flight when the import stops; it may have failed too."""
-        if pending is None:
-            return
+        """Account for the oldest batch in flight. If it failed, the later ones are left out
+        of the report's rows and of ``checkpoint`` even if they were stored: ``checkpoint``
+        says the first rows are all committed, so a resumed import reads them again (and
+        counts them as duplicates)."""
         try:
-            self._finish(*pending, checkpoint)
-        except Exception:
-            log.exception("the last batch of the import was not stored")
+            self._finish(*pending.popleft(), checkpoint)
+        except BaseException:
+            for _batch, future in pending:
+                future.cancel()
+            pending.clear()
+            raise
+
+    def _finish_quietly(
+        self,
+        pending: deque[tuple[_Batch, Future[Any]]],
+        checkpoint: Callable[[int], None] | None,
+    ) -> None:
+        """Account for the batches in flight when the import stops; they may have failed too."""
+        while pending:
+            try:
+                self._finish_oldest(pending, checkpoint)
+            except Exception:
+                log.exception("a batch in flight when the import stopped was not stored")
+
+    def _stores_in_flight(self) -> int:
+        """Batches stored at the same time: two for events on PostgreSQL (one statement each,
+        on its own connection: the database works on one while this process prepares the
+        other), else one. Items stay one at a time, in order, since a later row of an item
+        must win over an earlier one; SQLite has one writer anyway; and with a maximum error
+        rate the import must stop right after the batch that crossed it, not one later."""
+        if (
+            self.kind == "events"
+            and self.max_error_rate is None
+            and self.services.engine.dialect.name == "postgresql"
+        ):
+            return STORES_IN_FLIGHT
+        return 1
 
     # -- live profiles ---------------------------------------------------------------------
 

@@ -379,3 +379,32 @@ def test_cli_refuses_unclear_sources_and_mappings(
     result = run("import", "events", str(unknown))
     assert result.exit_code == 2
     assert "pass --format" in result.output
+
+
+def test_batches_stored_side_by_side_are_accounted_for_in_file_order(
+    services: Services, tmp_path: Path
+) -> None:
+    """On PostgreSQL two event batches are stored at a time; whichever commits first, the
+    report, the quarantine file and the checkpoints follow the file's rows."""
+    rows = []
+    for n in range(40):
+        if n % 7 == 3:
+            rows.append(dict(BAD[0][0], userId=f"b{n}"))
+        else:
+            rows.append(dict(GOOD[0], userId=f"g{n}", ts=str(1_700_000_000 + n)))
+    path = write(tmp_path / "events.csv", "csv", rows)
+    source = FileSource(path, None)
+    cleanser = EventCleanser(DEFAULT_EVENT_TYPE_ALIASES, ColumnMapping.parse(MAPPING, EVENT_FIELDS))
+    quarantine_path = tmp_path / "bad.csv"
+    quarantine = QuarantineFile(quarantine_path, "csv", layout_from=source)
+    importer = Importer(services, "events", cleanser, quarantine, batch_size=3, source=str(path))
+    expected = 2 if services.engine.dialect.name == "postgresql" else 1
+    assert importer._stores_in_flight() == expected
+    checkpoints: list[int] = []
+    report = importer.run(source.records(), checkpoint=checkpoints.append)
+    assert checkpoints == [*range(3, 40, 3), 40]
+    bad = [n for n in range(40) if n % 7 == 3]
+    assert (report.read, report.imported, report.quarantined) == (40, 40 - len(bad), len(bad))
+    assert report.balanced
+    assert [r["userId"] for r in read_quarantine(quarantine_path, "csv")] == [f"b{n}" for n in bad]
+    assert count_rows(services, "events") == 40 - len(bad)
