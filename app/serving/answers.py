@@ -125,16 +125,23 @@ class AnswerCache:
         if raw is None:
             RECOMMENDATION_CACHE.labels(outcome="miss").inc()
             return None
-        kept = orjson.loads(raw)
-        if (
-            kept["model_version"] != model_version
-            or kept["catalog"] != catalog
-            or (now >= kept["until"])
-        ):
+        try:
+            kept = orjson.loads(raw)
+            found = Kept(kept["id"], kept["model_version"], kept["catalog"], kept["until"], kept)
+            current = (
+                found.model_version == model_version
+                and found.catalog == catalog
+                and now < found.until
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            # Not a list this code stored (another version's, or damaged): rank anew.
+            log.warning("ignoring a kept list that cannot be read: %r", exc)
+            current = False
+        if not current:
             RECOMMENDATION_CACHE.labels(outcome="stale").inc()
             return None
         RECOMMENDATION_CACHE.labels(outcome="hit").inc()
-        return Kept(kept["id"], kept["model_version"], kept["catalog"], kept["until"], kept)
+        return found
 
     def store(
         self,

@@ -227,3 +227,23 @@ def test_the_field_names_the_parameters_not_their_order() -> None:
         field(size=200),
     ):
         assert changed != base
+
+
+def test_a_kept_list_that_cannot_be_read_is_ranked_anew(
+    served: Served, shop: demo.DemoData
+) -> None:
+    """A damaged entry (or one another version wrote) is never an error: the list is ranked
+    anew and kept in its place."""
+    client, _ = served
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    user = a_user(shop)
+    first = recs(client, user, k=10)
+    key = user_keys(user).answers
+    fields = [f for f in services.redis.hkeys(key) if f != b"~"]
+    assert len(fields) == 1
+    for damaged in (b"not json", orjson.dumps({"id": "rec-x"}), orjson.dumps([1, 2])):
+        services.redis.hset(key, fields[0], damaged)
+        again = recs(client, user, k=10)
+        assert again["items"] == first["items"]
+        assert again["recommendation_id"] != first["recommendation_id"]
+    assert recs(client, user, k=10)["recommendation_id"] == again["recommendation_id"]
