@@ -393,8 +393,10 @@ class RecommendationsOut(BaseModel):
     """A page of a user's ranked list."""
 
     recommendation_id: str = Field(
-        description="Names this ranked list for an hour: send it back with `offset` for the next "
-        "page, and with events that follow from it (attribution).",
+        description="Names this ranked list (kept 15 minutes by default): send it back with "
+        "`offset` for the next page, and with events that follow from it (attribution). A "
+        "request repeating an earlier one of the user's, with no event of theirs in between, "
+        "gets the same list under the same id.",
         examples=["rec-5f2c1a9e0b7d4c3a"],
     )
     user_id: str = Field(examples=["user-42"])

@@ -125,6 +125,10 @@ async def get_recommendations(
 ) -> Response:
     """The user's recommendations, reflecting their events up to this moment.
 
+    Asked again with the same filters while nothing changed (no event of the user, the same
+    model and catalogue), the answer is the list made before, under the same
+    `recommendation_id`; the user's next event ends that at once.
+
     While an experiment runs, the user's variant decides how the list is made (model version,
     blend weights or strategy); the answer names the variant, as do the `X-Experiment` and
     `X-Variant` headers, and its exposure is logged for the experiment's results.
