@@ -209,27 +209,9 @@ class ProfileStore:
         self._execute(pipe)
 
     def _execute(self, pipe: Any) -> None:
-        """Run a pipeline of scripts called by SHA, loading them once when Redis lacks them.
-
-        A NOSCRIPT answer means the script did not run at all, so running exactly those commands
-        again applies nothing twice. Any other error is raised, as ``pipe.execute()`` does.
-        """
-        commands = [args for args, _options in pipe.command_stack]
-        answers = pipe.execute(raise_on_error=False)
-        missing = [
-            args for args, answer in zip(commands, answers, strict=True) if _noscript(answer)
-        ]
-        errors = [answer for answer in answers if isinstance(answer, Exception)]
-        if missing:
-            for script in (self._apply_script, self._replace_script, self._trending_script):
-                self.client.script_load(script.script)
-            retry = self.client.pipeline(transaction=False)
-            for _evalsha, sha, *keys_and_args in missing:
-                retry.evalsha(sha, *keys_and_args)
-            retry.execute()
-        for error in errors:
-            if not _noscript(error):
-                raise error
+        execute_scripts(
+            self.client, pipe, (self._apply_script, self._replace_script, self._trending_script)
+        )
 
     def _bucket(self, epoch: float) -> int:
         return int(epoch // self.bucket_seconds)
@@ -419,6 +401,32 @@ def _first(pair: tuple[float, Any]) -> float:
 def dumps(value: Any) -> str:
     """JSON for a script argument: floats in their shortest exact form, as ``repr`` gives them."""
     return orjson.dumps(value).decode()
+
+
+def execute_scripts(client: redis.Redis, pipe: Any, scripts: Iterable[Any]) -> list[Any]:
+    """Run a pipeline whose scripts are called by SHA (``EVALSHA``), loading ``scripts`` once
+    when Redis lacks them; the answers, in the pipeline's order.
+
+    A NOSCRIPT answer means the script did not run at all, so running exactly those commands
+    again applies nothing twice. Any other error is raised, as ``pipe.execute()`` does.
+    """
+    commands = [args for args, _options in pipe.command_stack]
+    answers: list[Any] = pipe.execute(raise_on_error=False)
+    missing = [i for i, answer in enumerate(answers) if _noscript(answer)]
+    errors = [answer for answer in answers if isinstance(answer, Exception)]
+    if missing:
+        for script in scripts:
+            client.script_load(script.script)
+        retry = client.pipeline(transaction=False)
+        for i in missing:
+            _evalsha, sha, *keys_and_args = commands[i]
+            retry.evalsha(sha, *keys_and_args)
+        for i, answer in zip(missing, retry.execute(), strict=True):
+            answers[i] = answer
+    for error in errors:
+        if not _noscript(error):
+            raise error
+    return answers
 
 
 def _noscript(answer: object) -> bool:

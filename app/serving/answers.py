@@ -100,7 +100,7 @@ class AnswerCache:
         self.client = client
         self.seconds = seconds
         self.async_client: aredis.Redis | None = None
-        self._store = client.register_script(STORE_LUA)
+        self.script = client.register_script(STORE_LUA)
 
     @property
     def enabled(self) -> bool:
@@ -153,21 +153,12 @@ class AnswerCache:
         payload: dict[str, Any],
         catalog: int,
         until: float,
-    ) -> list[Any]:
-        """Queue the store of a list on ``pipe`` (a pipeline of :attr:`client`); it keeps the
-        list only if ``marker`` (from the profile read) is still the user's. Returns the call's
-        keys and arguments, for :meth:`settle`."""
+    ) -> None:
+        """Queue the store of a list on ``pipe`` (a pipeline of :attr:`client`, run by
+        ``app.profiles.execute_scripts`` with :attr:`script`); it keeps the list only if
+        ``marker`` (from the profile read) is still the user's."""
         kept = orjson.dumps(
             {**payload, "id": recommendation_id, "catalog": catalog, "until": until}
         )
-        call = [user_keys(user_id).answers, marker, field, kept, MAX_LISTS, self.seconds]
-        pipe.evalsha(self._store.sha, 1, *call)
-        return call
-
-    def settle(self, answer: object, call: list[Any]) -> None:
-        """After the pipeline ran: a store refused as NOSCRIPT (Redis lacked the script, so it
-        did not run) runs again, loading the script."""
-        if isinstance(answer, redis.exceptions.NoScriptError):
-            self._store(keys=call[:1], args=call[1:])
-        elif isinstance(answer, Exception):
-            raise answer
+        key = user_keys(user_id).answers
+        pipe.evalsha(self.script.sha, 1, key, marker, field, kept, MAX_LISTS, self.seconds)

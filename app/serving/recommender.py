@@ -13,10 +13,10 @@ import logging
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ import redis
 
 from app.config import Settings
 from app.errors import ItemNotFound, NotFound, ServiceUnavailable
-from app.profiles import PREFIX, ProfileSnapshot, ProfileStore, event_weight
+from app.profiles import PREFIX, ProfileSnapshot, ProfileStore, event_weight, execute_scripts
 from app.serving.answers import AnswerCache, list_field
 from app.serving.catalog_index import CatalogIndex, CatalogSnapshot
 from app.serving.filters import AttributeFilter
@@ -81,6 +81,15 @@ class Alignment:
     snapshot: CatalogSnapshot
     to_catalog: IntArray  # model index -> catalogue position, -1 when not in the catalogue
     popular: list[str]  # model items with popularity > 0, most popular first
+
+
+def _window(stored: Mapping[str, Any], offset: int, k: int) -> Iterator[Scored]:
+    """Items ``[offset, offset + k)`` of a list as ``_store`` stores it."""
+    window = slice(offset, offset + k)
+    reasons = stored["reasons"]
+    page = zip(stored["ids"][window], stored["scores"][window], stored["why"][window], strict=True)
+    for item_id, score, why in page:
+        yield Scored(item_id, score, reasons[why])
 
 
 def rec_key(recommendation_id: str) -> str:
@@ -333,13 +342,7 @@ class Recommender:
         found = await self.answers.lookup(user_id, field, model.version, snapshot.fingerprint, now)
         if found is None:
             return None
-        stored = found.payload
-        reasons = stored["reasons"]
-        window = slice(offset, offset + k)
-        page = zip(
-            stored["ids"][window], stored["scores"][window], stored["why"][window], strict=True
-        )
-        items = [Scored(item_id, score, reasons[why]) for item_id, score, why in page]
+        items = list(_window(found.payload, offset, k))
         return RecommendationList(found.recommendation_id, user_id, found.model_version, items)
 
     def _profile(self, user_id: str, now: datetime, mark: bytes | None = None) -> ProfileSnapshot:
@@ -503,13 +506,10 @@ class Recommender:
             field, marker, catalog, until = keep
             pipe = self.client.pipeline(transaction=False)
             pipe.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
-            call = self.answers.store(
+            self.answers.store(
                 pipe, user_id, field, marker, recommendation_id, stored, catalog, until
             )
-            answers = pipe.execute(raise_on_error=False)
-            if isinstance(answers[0], Exception):
-                raise answers[0]
-            self.answers.settle(answers[1], call)
+            execute_scripts(self.client, pipe, (self.answers.script,))
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
 
@@ -542,15 +542,10 @@ class Recommender:
             )
         blocked = set(exclude)
         clock = now.timestamp()
-        window = slice(offset, offset + k)
-        reasons = stored["reasons"]
-        page = zip(
-            stored["ids"][window], stored["scores"][window], stored["why"][window], strict=True
-        )
         items = [
-            Scored(item_id, score, reasons[why])
-            for item_id, score, why in page
-            if item_id not in blocked and snapshot.is_eligible(item_id, clock)
+            entry
+            for entry in _window(stored, offset, k)
+            if entry.item_id not in blocked and snapshot.is_eligible(entry.item_id, clock)
         ]
         return RecommendationList(recommendation_id, user_id, stored["model_version"], items)
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from app.profiles import ProfileEvent, user_keys
+from app.profiles import ProfileEvent, execute_scripts, user_keys
 from app.services import Services
 from app.serving.answers import list_field
 from app.serving.filters import AttributeFilter
@@ -169,17 +169,15 @@ def test_a_list_made_from_a_profile_changed_since_is_not_stored(
     )
     services.profiles.apply([event], {})
     pipe = services.redis.pipeline(transaction=False)
-    call = answers.store(pipe, user, field, b"marker-1", "rec-1", {"ids": []}, 1, 2.0)
-    [answer] = pipe.execute(raise_on_error=False)
-    answers.settle(answer, call)
-    assert answer == 0
+    answers.store(pipe, user, field, b"marker-1", "rec-1", {"ids": []}, 1, 2.0)
+    assert execute_scripts(services.redis, pipe, [answers.script]) == [0]
     assert services.redis.hget(user_keys(user).answers, field) is None
     # A reader after the write sets a marker of its own, and its list is kept.
     again = services.profiles.read(user, mark=b"marker-2")
     assert again.answers_marker == b"marker-2"
     pipe = services.redis.pipeline(transaction=False)
     answers.store(pipe, user, field, b"marker-2", "rec-2", {"ids": []}, 1, 2.0)
-    assert pipe.execute() == [1]
+    assert execute_scripts(services.redis, pipe, [answers.script]) == [1]
     assert orjson.loads(services.redis.hget(user_keys(user).answers, field))["id"] == "rec-2"
 
 
@@ -192,9 +190,8 @@ def test_the_store_script_is_loaded_when_redis_lacks_it(
     assert marker == b"m"
     services.redis.script_flush()
     pipe = services.redis.pipeline(transaction=False)
-    call = answers.store(pipe, user, b"f", b"m", "rec-1", {"ids": []}, 1, 2.0)
-    [answer] = pipe.execute(raise_on_error=False)
-    answers.settle(answer, call)
+    answers.store(pipe, user, b"f", b"m", "rec-1", {"ids": []}, 1, 2.0)
+    assert execute_scripts(services.redis, pipe, [answers.script]) == [1]
     assert orjson.loads(services.redis.hget(user_keys(user).answers, b"f"))["id"] == "rec-1"
 
 
