@@ -136,6 +136,7 @@ def test_process_killed_between_commit_and_profile_update(
         RECSYS_VAR_DIR=str(tmp_path),
         PYTHONPATH=str(ROOT),
     )
+    clients_before = {c["id"] for c in services.redis.client_list()}
     services.redis.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
     try:
         writer = subprocess.Popen(
@@ -151,6 +152,13 @@ def test_process_killed_between_commit_and_profile_update(
             time.sleep(0.02)
         writer.send_signal(signal.SIGKILL)
         out, _ = writer.communicate(timeout=30)
+        # The writer's held commands are in Redis's input buffer; a client that is still connected
+        # when the pause ends would have them run, as if it had not died. Unpause once Redis has
+        # seen the connection close.
+        deadline = time.monotonic() + 30
+        while {c["id"] for c in services.redis.client_list()} - clients_before:
+            assert time.monotonic() < deadline, "Redis did not notice the killed writer"
+            time.sleep(0.02)
     finally:
         services.redis.execute_command("CLIENT", "UNPAUSE")
     assert b"finished" not in out
