@@ -16,7 +16,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +53,11 @@ def _deadlock(exc: DBAPIError) -> bool:
 
 # What became of one event: (index in the batch, event_id, status, error).
 EventStatusRow = tuple[int, str | None, EventStatus, str | None]
+# What a batch's transaction answers: the event ids it inserted, item_id -> categories of the
+# items it found or stubbed, and the unknown items whose events it rejected.
+StoredBatch = tuple[set[str], dict[str, list[str]], set[str]]
+# Stores a batch's rows under a batch id at a time, in one transaction; answers a StoredBatch.
+StoreRows = Callable[[list[EventRow], str, datetime], StoredBatch]
 
 
 @dataclass
@@ -159,12 +164,16 @@ class EventIngestor:
         events: Sequence[tuple[int, EventIn]],
         now: datetime | None = None,
         update_profiles: bool = True,
+        store: StoreRows | None = None,
     ) -> IngestOutcome:
         """Store valid events exactly once and update the live profiles of the new ones.
 
         With ``update_profiles=False`` (bulk imports) the new events' users keep their pending
         marks instead: their profiles are rebuilt from the database afterwards, by
         ``ProfileRebuilder.rebuild_batches`` or by the reconciler.
+
+        ``store`` replaces the transaction that stores the rows (``store_rows``) with one that
+        does the same elsewhere: a bulk import into SQLite runs it in a process of its own.
         """
         now = now or datetime.now(UTC)
         latest_allowed = now + timedelta(seconds=self.settings.max_future_seconds)
@@ -202,7 +211,11 @@ class EventIngestor:
                 )
             )
 
-        stored, categories, unknown, batch_id = self._store(rows, now)
+        batch_id = str(uuid.uuid4())
+        if rows:
+            stored, categories, unknown = (store or self.store_rows)(rows, batch_id, now)
+        else:
+            stored, categories, unknown = set(), {}, set()
         new_events: list[ProfileEvent] = []
         for row in rows:
             index = row_index[row.event_id]
@@ -249,12 +262,9 @@ class EventIngestor:
             batch_id=batch_id,
         )
 
-    def _store(
-        self, rows: list[EventRow], now: datetime
-    ) -> tuple[set[str], dict[str, list[str]], set[str], str]:
-        batch_id = str(uuid.uuid4())
-        if not rows:
-            return set(), {}, set(), batch_id
+    def store_rows(self, rows: list[EventRow], batch_id: str, now: datetime) -> StoredBatch:
+        """Store the rows not stored before, with their users' pending marks under
+        ``batch_id``, in one transaction that has committed when this returns."""
         stub_unknown = self.settings.unknown_items == "stub"
         if self._engine.dialect.name == "postgresql":
             # One statement in its own transaction: no BEGIN/COMMIT round trips, and the answer
@@ -264,10 +274,7 @@ class EventIngestor:
                     with self._engine.connect().execution_options(
                         isolation_level="AUTOCOMMIT"
                     ) as conn:
-                        stored, categories, unknown = store_events_postgresql(
-                            conn, rows, batch_id, now, stub_unknown
-                        )
-                    return stored, categories, unknown, batch_id
+                        return store_events_postgresql(conn, rows, batch_id, now, stub_unknown)
                 except DBAPIError as exc:
                     # Two batches holding the same new event ids in opposite orders wait for
                     # each other; PostgreSQL then aborts one of the statements, which stored
@@ -276,10 +283,7 @@ class EventIngestor:
                         raise
                     log.info("batch %s met a deadlock, storing it again", batch_id)
         with self._engine.connect() as conn:
-            stored, categories, unknown = store_events_sqlite(
-                conn, rows, batch_id, now, stub_unknown
-            )
-        return stored, categories, unknown, batch_id
+            return store_events_sqlite(conn, rows, batch_id, now, stub_unknown)
 
     def _apply(
         self,

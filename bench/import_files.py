@@ -7,7 +7,8 @@ an empty database, runs the import command as a subprocess exactly as a user wou
   as the command's own report measures it;
 - the seconds the command then spends rebuilding the live profiles of the imported users;
 - the wall time of the whole command, and its peak resident memory (``ru_maxrss`` of that
-  process), which should not grow with the file.
+  process, and of the process an import into SQLite stores its batches from), which should not
+  grow with the file.
 
 Synthetic data: power-law users (100,000) and items (20,000), the event mix of a shop (60 % view,
 20 % click, 7 % add_to_cart, 4 % like, 4 % rating with a value, 3 % purchase, 2 % dislike), epoch
@@ -116,6 +117,7 @@ def run_import(path: Path, database_url: str, batch_size: int | None) -> dict[st
         "profiles": report["profiles"],
         "command_seconds": round(wall, 2),
         "peak_rss_mb_import": report["peak_memory_mb"],
+        "peak_rss_mb_store_process": report["store_process_peak_memory_mb"],
         "peak_rss_mb_command": round(usage.ru_maxrss / 1024, 1),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }

@@ -1,3 +1,5 @@
 from training.cli import main
 
-main()
+# Guarded: a process spawned by an import (training.store_process) imports this module again.
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,8 @@ ingestion path (``EventIngestor`` for events, ``Catalog`` for items), every row 
 A row is *imported* (stored now), a *duplicate* (stored before, or an exact duplicate of an
 earlier row) or *quarantined* (written to the quarantine file with the reason); the three always
 add up to the rows read. Rows are stored in batches, one transaction each; while one batch is
-being stored the next one is read and cleansed, so the database and the parsing overlap.
+being stored the next one is read and cleansed, so the database and the parsing overlap. Event
+batches into SQLite are stored from a second process (``training.store_process``).
 
 Events of an import do not update live profiles one batch at a time: their users keep the
 pending marks that every ingestion writes with the events, and once the import ends their
@@ -32,13 +33,14 @@ from app.schemas import ItemBatchAck
 from app.services import Services
 from training.sources import SourceError, Unreadable
 from training.sources.quarantine import QuarantineFile
+from training.store_process import SQLiteStoreProcess
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["events", "items"]
 # Distinct reasons kept in the report; rarer ones are summed under one line.
 MAX_REASONS = 1000
-# Event batches stored at the same time on PostgreSQL (see Importer._stores_in_flight).
+# Event batches in flight at the same time (see Importer._stores_in_flight).
 STORES_IN_FLIGHT = 2
 OTHER_REASONS = "(other reasons)"
 
@@ -62,8 +64,10 @@ class ImportReport:
     # Reading and storing the rows; rebuilding live profiles afterwards.
     seconds: float = 0.0
     profile_seconds: float = 0.0
-    # The process's peak resident memory when the rows were stored.
+    # The process's peak resident memory when the rows were stored, and its store process's
+    # (an event import into SQLite stores its batches from a second process).
     peak_memory_mb: float = 0.0
+    store_process_peak_memory_mb: float | None = None
 
     @property
     def balanced(self) -> bool:
@@ -98,6 +102,11 @@ class ImportReport:
             "seconds": round(self.seconds, 3),
             "profile_seconds": round(self.profile_seconds, 3),
             "peak_memory_mb": round(self.peak_memory_mb, 1),
+            "store_process_peak_memory_mb": (
+                None
+                if self.store_process_peak_memory_mb is None
+                else round(self.store_process_peak_memory_mb, 1)
+            ),
             "rows_per_second": round(self.read / self.seconds) if self.seconds else None,
         }
 
@@ -178,6 +187,7 @@ class Importer:
         self.batch_ids: list[str] = []
         self._recent = RecentDuplicates()
         self.rebuild_progress: Callable[[int], None] | None = None
+        self._store_process: SQLiteStoreProcess | None = None
 
     def run(
         self, records: Iterable[Any], checkpoint: Callable[[int], None] | None = None
@@ -200,7 +210,11 @@ class Importer:
                         self._finish_oldest(pending, checkpoint)
                     if report.stopped:
                         break
-                    pending.append((batch, store.submit(self._store, batch)))
+                    pending.append((batch, store.submit(self._store, batch, self._store_process)))
+                    if batch.size == self.batch_size:
+                        # More rows may follow: start the store process, if this import uses
+                        # one, while this first batch is stored here.
+                        self._start_store_process()
                 while pending:
                     self._finish_oldest(pending, checkpoint)
             except SourceError as exc:
@@ -216,6 +230,11 @@ class Importer:
                 self._finish_quietly(pending, checkpoint)
                 report.stopped = f"failed after row {report.read:,}: {type(exc).__name__}: {exc}"
                 report.failed = True
+            finally:
+                if self._store_process is not None:
+                    self._store_process.close()
+                    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                    report.store_process_peak_memory_mb = children
         if self.quarantine is not None:
             self.quarantine.close()
             report.quarantine_path = self.quarantine.path if self.quarantine.count else None
@@ -288,12 +307,16 @@ class Importer:
         batch.payload = valid
         return batch
 
-    # -- storing (the store thread) --------------------------------------------------------
+    # -- storing (the store threads) -------------------------------------------------------
 
-    def _store(self, batch: _Batch) -> IngestOutcome | ItemBatchAck:
+    def _store(
+        self, batch: _Batch, store_process: SQLiteStoreProcess | None
+    ) -> IngestOutcome | ItemBatchAck:
         if self.kind == "events":
             ingestor = self.services.ingestor
-            outcome = ingestor.ingest(batch.payload, update_profiles=self.live_profiles)
+            outcome = ingestor.ingest(
+                batch.payload, update_profiles=self.live_profiles, store=store_process
+            )
             if self.live_profiles:
                 ingestor.flush_confirmed()
             return outcome
@@ -377,16 +400,34 @@ class Importer:
     def _stores_in_flight(self) -> int:
         """Batches stored at the same time: two for events on PostgreSQL (one statement each,
         on its own connection: the database works on one while this process prepares the
-        other), else one. Items stay one at a time, in order, since a later row of an item
-        must win over an earlier one; SQLite has one writer anyway; and with a maximum error
-        rate the import must stop right after the batch that crossed it, not one later."""
-        if (
-            self.kind == "events"
-            and self.max_error_rate is None
-            and self.services.engine.dialect.name == "postgresql"
-        ):
+        other) and for events into SQLite from the store process (which takes the next batch
+        as soon as it has committed one), else one. Items stay one at a time, in order, since
+        a later row of an item must win over an earlier one; SQLite has one writer, so storing
+        in-process gains nothing from a second batch; and with a maximum error rate the import
+        must stop right after the batch that crossed it, not one later."""
+        if self.kind != "events" or self.max_error_rate is not None:
+            return 1
+        dialect = self.services.engine.dialect.name
+        if dialect == "postgresql" or (dialect == "sqlite" and not self.live_profiles):
             return STORES_IN_FLIGHT
         return 1
+
+    def _start_store_process(self) -> None:
+        """Event imports into SQLite store their batches from a second process (see
+        ``training.store_process``); not with live profiles, whose update needs what the
+        transaction found, nor for items."""
+        engine = self.services.engine
+        if (
+            self._store_process is not None
+            or self.kind != "events"
+            or self.live_profiles
+            or engine.dialect.name != "sqlite"
+        ):
+            return
+        self._store_process = SQLiteStoreProcess(
+            engine.url.render_as_string(hide_password=False),
+            stub_unknown=self.services.settings.unknown_items == "stub",
+        )
 
     # -- live profiles ---------------------------------------------------------------------
 

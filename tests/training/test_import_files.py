@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -384,8 +385,9 @@ def test_cli_refuses_unclear_sources_and_mappings(
 def test_batches_stored_side_by_side_are_accounted_for_in_file_order(
     services: Services, tmp_path: Path
 ) -> None:
-    """On PostgreSQL two event batches are stored at a time; whichever commits first, the
-    report, the quarantine file and the checkpoints follow the file's rows."""
+    """Two event batches are stored at a time (on PostgreSQL side by side, into SQLite one
+    after the other by the store process); whichever commits first, the report, the
+    quarantine file and the checkpoints follow the file's rows."""
     rows = []
     for n in range(40):
         if n % 7 == 3:
@@ -398,8 +400,7 @@ def test_batches_stored_side_by_side_are_accounted_for_in_file_order(
     quarantine_path = tmp_path / "bad.csv"
     quarantine = QuarantineFile(quarantine_path, "csv", layout_from=source)
     importer = Importer(services, "events", cleanser, quarantine, batch_size=3, source=str(path))
-    expected = 2 if services.engine.dialect.name == "postgresql" else 1
-    assert importer._stores_in_flight() == expected
+    assert importer._stores_in_flight() == 2
     checkpoints: list[int] = []
     report = importer.run(source.records(), checkpoint=checkpoints.append)
     assert checkpoints == [*range(3, 40, 3), 40]
@@ -408,3 +409,47 @@ def test_batches_stored_side_by_side_are_accounted_for_in_file_order(
     assert report.balanced
     assert [r["userId"] for r in read_quarantine(quarantine_path, "csv")] == [f"b{n}" for n in bad]
     assert count_rows(services, "events") == 40 - len(bad)
+
+
+def test_event_batches_go_to_sqlite_from_a_store_process(
+    services: Services, tmp_path: Path
+) -> None:
+    """Into SQLite, the batches after the first are stored by a second process: the same
+    transaction, so the same answer (new, duplicate, unknown item) and nothing stored twice;
+    the process is gone when the import ends."""
+    services.settings.unknown_items = "reject"
+    services.catalog.upsert_raw([{"item_id": f"i{n}"} for n in (1, 2, 3)])
+    rows = []
+    for n in range(30):
+        item = "ghost" if n % 11 == 5 else f"i{1 + n % 3}"
+        # Row 20 repeats the event id of row 2, two batches later.
+        event_id = "e2" if n == 20 else f"e{n}"
+        time = str(1_700_000_000 + n)
+        row = {"event_id": event_id, "userId": f"u{n % 4}", "itemId": item, "ts": time}
+        rows.append({**row, "type": "view", "value": ""})
+    path = tmp_path / "events.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, ["event_id", *COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    report, _ = import_file(services, path, batch_size=8)
+    assert multiprocessing.active_children() == []
+    if services.engine.dialect.name == "sqlite":
+        assert report.store_process_peak_memory_mb is not None
+    else:
+        assert report.store_process_peak_memory_mb is None
+    ghosts = [n for n in range(30) if n % 11 == 5]
+    assert (report.read, report.duplicates, report.quarantined) == (30, 1, len(ghosts))
+    assert report.imported == 30 - 1 - len(ghosts)
+    [(reason, count)] = report.reasons.items()
+    assert reason.startswith("item_id: unknown item 'ghost'")
+    assert count == len(ghosts)
+    with services.sessions() as session:
+        stored = session.execute(select(Event.event_id, Event.user_id, Event.item_id)).all()
+    expected = {(f"e{n}", f"u{n % 4}", f"i{1 + n % 3}") for n in range(30) if n not in ghosts}
+    assert sorted(stored) == sorted(expected - {("e20", "u0", "i3")})
+
+    rerun, _ = import_file(services, path, batch_size=8)
+    assert (rerun.imported, rerun.duplicates, rerun.quarantined) == (0, 30 - len(ghosts), 3)
+    assert count_rows(services, "events") == len(stored)

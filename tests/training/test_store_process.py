@@ -1,0 +1,62 @@
+"""The process that stores an event import's batches into SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+
+import pytest
+
+from app.db.queries import EventRow
+from app.services import Services
+from tests.conftest import count_rows
+from training.store_process import SQLiteStoreProcess
+
+
+@pytest.fixture
+def sqlite_services(services: Services) -> Services:
+    if services.engine.dialect.name != "sqlite":
+        pytest.skip("the store process serves imports into SQLite")
+    return services
+
+
+def rows(prefix: str, items: list[str], now: datetime) -> list[EventRow]:
+    return [
+        EventRow(f"{prefix}{n}", f"u{n % 2}", item, "view", None, now, now, None, None)
+        for n, item in enumerate(items)
+    ]
+
+
+def test_it_answers_as_the_ingestor_does(sqlite_services: Services) -> None:
+    """Stored, duplicate and unknown-item rows come back as the in-process transaction
+    answers them; its pending marks are written with the events."""
+    services = sqlite_services
+    services.catalog.upsert_raw([{"item_id": "i1"}])
+    now = datetime.now(UTC)
+    process = SQLiteStoreProcess(services.settings.sqlalchemy_url, stub_unknown=False)
+    try:
+        first = rows("a", ["i1", "i1", "ghost"], now)
+        stored, categories, unknown = process(first, "batch-1", now)
+        assert (stored, categories, unknown) == ({"a0", "a1"}, {}, {"ghost"})
+        again = process(first, "batch-2", now)
+        assert again == (set(), {}, {"ghost"})
+    finally:
+        process.close()
+    assert count_rows(services, "events") == 2
+    assert count_rows(services, "pending_profile_updates") == 1
+
+
+def test_it_finishes_its_batches_through_ctrl_c(sqlite_services: Services) -> None:
+    """Ctrl-C reaches the whole process group; the importer stops after the batches it sent,
+    so the store process must store them rather than die."""
+    services = sqlite_services
+    now = datetime.now(UTC)
+    process = SQLiteStoreProcess(services.settings.sqlalchemy_url, stub_unknown=True)
+    try:
+        os.kill(process.pid, signal.SIGINT)
+        stored, _, _ = process(rows("b", ["i1", "i2", "i3"], now), "batch-1", now)
+    finally:
+        process.close()
+    assert stored == {"b0", "b1", "b2"}
+    assert count_rows(services, "events") == 3
