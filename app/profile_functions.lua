@@ -60,7 +60,6 @@ local function apply(keys, half_life, cap, events)
       redis.call('HINCRBYFLOAT', cats, categories[c], contribution)
     end
     redis.call('HINCRBY', counts, etype, 1)
-    redis.call('ZADD', recent, ts, member)
     if last == nil or ts > last then
       last = ts
     end
@@ -79,11 +78,12 @@ local function apply(keys, half_life, cap, events)
   return #events
 end
 
--- The events not counted yet: those whose member is not in ``recent``.
+-- The events not counted yet: those whose member was not in ``recent``, where it is now added
+-- (``apply`` counts them next, in the same script).
 local function uncounted(recent, events)
   local kept = {}
   for i = 1, #events do
-    if not redis.call('ZSCORE', recent, events[i][5]) then
+    if redis.call('ZADD', recent, 'NX', events[i][4], events[i][5]) == 1 then
       kept[#kept + 1] = events[i]
     end
   end
