@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from app.db.models import Event, Item
+from app.schemas import EventBatchAck
 from app.services import Services
 from tests.conftest import count_rows
 
@@ -77,7 +78,12 @@ def test_mixed_batch_stores_valid_events_and_reports_each(
         _event(3, kind="purchase"),
         {"event_id": "e4", "user_id": "u1", "type": "view"},
     ]
-    body = client.post("/v1/events/batch", json={"events": events}).json()
+    response = client.post("/v1/events/batch", json={"events": events})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    # The answer is exactly what its documented model writes.
+    assert EventBatchAck.model_validate(body).model_dump(mode="json") == body
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 0, 2)
     statuses = [(r["index"], r["event_id"], r["status"]) for r in body["results"]]
     assert statuses == [
