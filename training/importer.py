@@ -111,6 +111,13 @@ class ImportReport:
         }
 
 
+def _sqlite_file(engine: Any) -> bool:
+    """Whether a SQLite engine's database is a file another process can open (an in-memory
+    database exists only on this process's connection)."""
+    database = engine.url.database or ""
+    return database not in ("", ":memory:") and "mode=memory" not in str(engine.url)
+
+
 @dataclass
 class _Batch:
     """Rows read and cleansed, waiting to be stored."""
@@ -422,6 +429,7 @@ class Importer:
             or self.kind != "events"
             or self.live_profiles
             or engine.dialect.name != "sqlite"
+            or not _sqlite_file(engine)
         ):
             return
         self._store_process = SQLiteStoreProcess(

@@ -7,10 +7,13 @@ import signal
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from app.db.queries import EventRow
 from app.services import Services
 from tests.conftest import count_rows
+from training.importer import _sqlite_file
 from training.store_process import SQLiteStoreProcess
 
 
@@ -60,3 +63,19 @@ def test_it_finishes_its_batches_through_ctrl_c(sqlite_services: Services) -> No
         process.close()
     assert stored == {"b0", "b1", "b2"}
     assert count_rows(services, "events") == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "shared"),
+    [
+        ("sqlite:////srv/recsys/recsys.db", True),
+        ("sqlite:///var/recsys.db", True),
+        ("sqlite://", False),
+        ("sqlite:///:memory:", False),
+        ("sqlite:///file:shop?mode=memory&uri=true", False),
+    ],
+)
+def test_only_a_database_file_is_stored_from_another_process(url: str, shared: bool) -> None:
+    """An in-memory database lives on the importer's own connection: a second process would
+    store the rows in a database of its own, so such imports store in-process."""
+    assert _sqlite_file(create_engine(url, poolclass=NullPool)) is shared
