@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 
-from app.db.engine import alembic_config, create_db_engine
+from app.db.engine import SCHEMA_HEAD, alembic_config, create_db_engine, schema_is_current
 from app.db.models import Base, PendingProfileUpdate
 from app.services import Services
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_migrations_create_every_model_table(services: Services) -> None:
@@ -106,3 +113,30 @@ def test_one_pending_row_names_every_user_of_a_batch(services: Services) -> None
     assert [(m.batch_id, m.user_ids) for m in marks] == [(outcome.batch_id, ["a", "b", "c"])]
     assert services.rebuilder.rebuild_batches([outcome.batch_id]) == 3
     assert services.profiles.read("b").events == 2
+
+
+def test_schema_head_is_the_newest_migration(services: Services) -> None:
+    """A new migration must move ``SCHEMA_HEAD`` too, or services would skip it."""
+    url = services.engine.url.render_as_string(hide_password=False)
+    assert ScriptDirectory.from_config(alembic_config(url)).get_current_head() == SCHEMA_HEAD
+    assert schema_is_current(services.engine)
+
+
+def test_a_current_schema_is_recognised_without_loading_alembic(services: Services) -> None:
+    """A service process started on a migrated database does not keep Alembic in memory."""
+    url = services.engine.url.render_as_string(hide_password=False)
+    script = (
+        "import sys\n"
+        "from app.db.engine import create_db_engine, upgrade_schema\n"
+        f"upgrade_schema(create_db_engine({url!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_database_without_a_schema_is_not_current(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    assert not schema_is_current(engine)
