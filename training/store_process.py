@@ -3,50 +3,47 @@
 SQLite's inserts run in C and let go of the interpreter lock around every row, so a thread
 storing beside the one that reads, cleanses and validates loses the lock at each row and waits
 to get it back: measured on 1,000,000 rows, the storing took 24 s in that thread against 15 s
-alone, and the two threads together no less than the sum of their parts. In a process of its
-own the storing runs beside the reading on the other core.
+alone, and the two threads together took no less than the sum of their parts. In a process of
+its own the storing runs beside the reading on the other core.
 
 The transaction is the ingestor's own (``store_events_sqlite``, as ``EventIngestor.store_rows``
-runs it); only where it runs changes.
+runs it); only where it runs changes. The two processes talk over a pipe of their own, not a
+``ProcessPoolExecutor``: when the child dies (killed, out of memory) mid-answer, the pipe's end
+of file tells the importer at once, where the pool's shared queue waits for the rest of the
+answer for ever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
-import os
+import pickle
 import signal
-from concurrent.futures import ProcessPoolExecutor
+import threading
 from datetime import datetime
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
 
 from app.db.engine import create_db_engine
 from app.db.queries import EventRow, store_events_sqlite
-from app.ingest import StoredBatch
 
-_engine: Engine | None = None
-
+if TYPE_CHECKING:
+    from app.ingest import StoredBatch
 
 # Set on the store process's own connection only. A 64 MB page cache holds more of the event
 # indexes that every batch inserts into; checkpoints of the write-ahead log every 20,000 pages
 # (80 MB) instead of 1,000 copy a page that many batches changed once instead of once per
 # batch. Neither touches durability: each commit still syncs the log before it returns.
 IMPORT_PRAGMAS = ("PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=20000")
+# How long ``close`` waits for the process to finish before it is terminated.
+CLOSE_SECONDS = 30.0
 
 
-def _start(url: str) -> None:
-    global _engine
-    # Ctrl-C reaches the whole process group. The importer answers it by storing the batches
-    # it has sent and then stopping; this process only finishes what it was given.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # As in the importer: the rows are freed by reference counting, and automatic collections
-    # would only walk them again and again.
-    gc.freeze()
-    gc.disable()
-    _engine = create_db_engine(url)
-    event.listen(_engine, "connect", _tune)
+class StoreProcessError(RuntimeError):
+    """The store process ended or stopped answering; the batch in hand may not be stored."""
 
 
 def _tune(dbapi_connection: Any, _record: Any) -> None:
@@ -56,27 +53,46 @@ def _tune(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _ready() -> int:
-    """Submitted once, to start the process before the first batch needs it."""
-    return os.getpid()
+def _serve(connection: Connection, url: str) -> None:
+    """The store process: one batch at a time, answered in order, until told to stop."""
+    # Ctrl-C reaches the whole process group. The importer answers it by storing the batches
+    # it has sent and then stopping; this process only finishes what it was given.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # As in the importer: the rows are freed by reference counting, and automatic collections
+    # would only walk them again and again.
+    gc.freeze()
+    gc.disable()
+    engine: Engine = create_db_engine(url)
+    event.listen(engine, "connect", _tune)
+    connection.send(("ready", None))
+    while (request := connection.recv()) is not None:
+        rows, batch_id, now, stub_unknown = request
+        try:
+            with engine.connect() as db:
+                stored, _categories, unknown = store_events_sqlite(
+                    db, [EventRow._make(row) for row in rows], batch_id, now, stub_unknown
+                )
+        except Exception as exc:  # sent back, raised in the importer
+            connection.send(("error", _picklable(exc)))
+        else:
+            connection.send(("stored", (stored, unknown)))
+        del rows, request
+        gc.collect(0)
+    engine.dispose()
 
 
-def _store(
-    rows: list[tuple[Any, ...]], batch_id: str, now: datetime, stub_unknown: bool
-) -> tuple[set[str], set[str]]:
-    if _engine is None:
-        raise RuntimeError("the store process was not started")
-    with _engine.connect() as connection:
-        stored, _categories, unknown = store_events_sqlite(
-            connection, [EventRow._make(row) for row in rows], batch_id, now, stub_unknown
-        )
-    gc.collect(0)
-    return stored, unknown
+def _picklable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - the bytes made on the line
+    except Exception:  # any failure to make the round trip
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 class SQLiteStoreProcess:
     """A ``store`` for ``EventIngestor.ingest`` that runs the batch's transaction in a child
-    process, on its own connection to the same SQLite file; one batch at a time.
+    process, on its own connection to the same SQLite file; one batch at a time, in the order
+    they are handed over, from any thread.
 
     The items' categories stay in the child: only a live profile update needs them, and an
     import that updates live profiles stores its batches in-process.
@@ -84,26 +100,71 @@ class SQLiteStoreProcess:
 
     def __init__(self, database_url: str, stub_unknown: bool) -> None:
         # Spawned, not forked: the importer has threads and open connections of its own.
-        self._pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start,
-            initargs=(database_url,),
+        context = multiprocessing.get_context("spawn")
+        self._connection, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child_end, database_url), name="import-store", daemon=True
         )
+        self._process.start()
+        # Only the child holds its end now: its exit is an end of file here.
+        child_end.close()
         self._stub_unknown = stub_unknown
-        self._started = self._pool.submit(_ready)
+        self._lock = threading.Lock()
+        self._ready = False
 
     @property
     def pid(self) -> int:
         """The process's id, once it has started and is ready for batches."""
-        return self._started.result()
+        with self._lock:
+            self._wait_ready()
+        return int(self._process.pid or 0)
 
     def __call__(self, rows: list[EventRow], batch_id: str, now: datetime) -> StoredBatch:
-        # Plain tuples: a named tuple pickles as a call of its class, several times slower.
-        plain = [tuple(row) for row in rows]
-        future = self._pool.submit(_store, plain, batch_id, now, self._stub_unknown)
-        stored, unknown = future.result()
+        # Plain tuples, pickled before taking the lock, so the next batch is on its way the
+        # moment the process has answered the one before (a named tuple pickles as a call of
+        # its class, several times slower).
+        request = pickle.dumps(
+            ([tuple(row) for row in rows], batch_id, now, self._stub_unknown),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        with self._lock:
+            self._wait_ready()
+            try:
+                self._connection.send_bytes(request)
+            except OSError as exc:
+                raise self._ended("could not take the batch") from exc
+            kind, answer = self._receive()
+        if kind == "error":
+            raise answer
+        stored, unknown = answer
         return stored, {}, unknown
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Let the process finish the batch in hand and exit; terminate it if it does not."""
+        with contextlib.suppress(OSError):  # already gone
+            self._connection.send(None)
+        self._process.join(CLOSE_SECONDS)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+        self._connection.close()
+
+    def _wait_ready(self) -> None:
+        if not self._ready:
+            kind, _ = self._receive()
+            if kind != "ready":
+                raise StoreProcessError(f"the store process answered {kind!r} on start")
+            self._ready = True
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            message: tuple[str, Any] = self._connection.recv()
+        except (EOFError, OSError) as exc:
+            raise self._ended("did not answer") from exc
+        return message
+
+    def _ended(self, what: str) -> StoreProcessError:
+        self._process.join(1.0)
+        code = self._process.exitcode
+        status = "is still running" if code is None else f"ended with exit code {code}"
+        return StoreProcessError(f"the store process {what}: it {status}")

@@ -14,7 +14,7 @@ from app.db.queries import EventRow
 from app.services import Services
 from tests.conftest import count_rows
 from training.importer import _sqlite_file
-from training.store_process import SQLiteStoreProcess
+from training.store_process import SQLiteStoreProcess, StoreProcessError
 
 
 @pytest.fixture
@@ -79,3 +79,37 @@ def test_only_a_database_file_is_stored_from_another_process(url: str, shared: b
     """An in-memory database lives on the importer's own connection: a second process would
     store the rows in a database of its own, so such imports store in-process."""
     assert _sqlite_file(create_engine(url, poolclass=NullPool)) is shared
+
+
+def test_a_store_process_that_died_fails_the_batch_instead_of_hanging(
+    sqlite_services: Services,
+) -> None:
+    """Killed (out of memory, say), the process leaves its pipe at end of file: the batch in
+    hand fails with a message that says so, and closing does not wait for it."""
+    services = sqlite_services
+    now = datetime.now(UTC)
+    process = SQLiteStoreProcess(services.settings.sqlalchemy_url, stub_unknown=True)
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(StoreProcessError, match="exit code -9"):
+            process(rows("c", ["i1"], now), "batch-1", now)
+    finally:
+        process.close()
+    assert count_rows(services, "events") == 0
+
+
+def test_a_failed_transaction_comes_back_as_its_error(sqlite_services: Services) -> None:
+    """An error inside the transaction is raised in the importer, and the process goes on
+    with the next batch."""
+    services = sqlite_services
+    now = datetime.now(UTC)
+    process = SQLiteStoreProcess(services.settings.sqlalchemy_url, stub_unknown=True)
+    try:
+        bad = [EventRow("d0", "u0", "i1", "view", None, now, now, None, {"not": {1, 2}})]
+        with pytest.raises(TypeError):
+            process(bad, "batch-1", now)
+        stored, _, _ = process(rows("d", ["i1"], now), "batch-2", now)
+    finally:
+        process.close()
+    assert stored == {"d0"}
+    assert count_rows(services, "events") == 1
