@@ -75,7 +75,10 @@ def _serve(connection: Connection, url: str) -> None:
         except Exception as exc:  # sent back, raised in the importer
             connection.send(("error", _picklable(exc)))
         else:
-            connection.send(("stored", (stored, unknown)))
+            # The ids not stored (duplicates, unknown items): usually none, so the answer fits
+            # the pipe's buffer and the next batch is read at once.
+            skipped = {row[0] for row in rows} - stored
+            connection.send(("stored", (skipped, unknown)))
         del rows, request
         gc.collect(0)
     engine.dispose()
@@ -109,35 +112,48 @@ class SQLiteStoreProcess:
         # Only the child holds its end now: its exit is an end of file here.
         child_end.close()
         self._stub_unknown = stub_unknown
-        self._lock = threading.Lock()
+        # Batches are sent in turn, and the answers come back in the same order: a caller
+        # takes a ticket when it sends and reads the answer whose turn matches its ticket, so
+        # the next batch waits in the pipe while the process stores the one before.
+        self._send_lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._sent = 0
+        self._answered = 0
         self._ready = False
 
     @property
     def pid(self) -> int:
         """The process's id, once it has started and is ready for batches."""
-        with self._lock:
+        with self._turn:
             self._wait_ready()
         return int(self._process.pid or 0)
 
     def __call__(self, rows: list[EventRow], batch_id: str, now: datetime) -> StoredBatch:
-        # Plain tuples, pickled before taking the lock, so the next batch is on its way the
-        # moment the process has answered the one before (a named tuple pickles as a call of
-        # its class, several times slower).
+        # Plain tuples: a named tuple pickles as a call of its class, several times slower.
         request = pickle.dumps(
             ([tuple(row) for row in rows], batch_id, now, self._stub_unknown),
             protocol=pickle.HIGHEST_PROTOCOL,
         )
-        with self._lock:
-            self._wait_ready()
+        with self._send_lock:
             try:
                 self._connection.send_bytes(request)
             except OSError as exc:
                 raise self._ended("could not take the batch") from exc
-            kind, answer = self._receive()
+            ticket = self._sent
+            self._sent += 1
+        with self._turn:
+            while self._answered != ticket:
+                self._turn.wait()
+            try:
+                self._wait_ready()
+                kind, answer = self._receive()
+            finally:
+                self._answered += 1
+                self._turn.notify_all()
         if kind == "error":
             raise answer
-        stored, unknown = answer
-        return stored, {}, unknown
+        skipped, unknown = answer
+        return {row.event_id for row in rows} - skipped, {}, unknown
 
     def close(self) -> None:
         """Let the process finish the batch in hand and exit; terminate it if it does not."""
