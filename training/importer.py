@@ -414,24 +414,28 @@ class Importer:
         must stop right after the batch that crossed it, not one later."""
         if self.kind != "events" or self.max_error_rate is not None:
             return 1
-        dialect = self.services.engine.dialect.name
-        if dialect == "postgresql" or (dialect == "sqlite" and not self.live_profiles):
+        engine = self.services.engine
+        if engine.dialect.name == "postgresql" or self._uses_store_process():
             return STORES_IN_FLIGHT
         return 1
 
-    def _start_store_process(self) -> None:
-        """Event imports into SQLite store their batches from a second process (see
+    def _uses_store_process(self) -> bool:
+        """Event imports into a SQLite file store their batches from a second process (see
         ``training.store_process``); not with live profiles, whose update needs what the
         transaction found, nor for items."""
         engine = self.services.engine
-        if (
-            self._store_process is not None
-            or self.kind != "events"
-            or self.live_profiles
-            or engine.dialect.name != "sqlite"
-            or not _sqlite_file(engine)
-        ):
+        return (
+            self.kind == "events"
+            and not self.live_profiles
+            and engine.dialect.name == "sqlite"
+            and _sqlite_file(engine)
+        )
+
+    def _start_store_process(self) -> None:
+        """Start the store process, once, if this import uses one."""
+        if self._store_process is not None or not self._uses_store_process():
             return
+        engine = self.services.engine
         self._store_process = SQLiteStoreProcess(
             engine.url.render_as_string(hide_password=False),
             stub_unknown=self.services.settings.unknown_items == "stub",
