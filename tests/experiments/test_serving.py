@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.db.models import ExperimentExposure
+from app.schemas import RecommendationsOut
 from app.services import Services
 from training import demo
 from training.pipeline import TrainResult
@@ -59,6 +60,7 @@ def test_each_variant_is_served_as_configured(
         response = client.get(f"/v1/users/{user}/recommendations", params={"k": 10})
         assert response.status_code == 200, response.text
         body = response.json()
+        assert RecommendationsOut.model_validate(body).model_dump(mode="json") == body
         variant = body["variant"]
         seen.add(variant)
         assert response.headers["X-Variant"] == variant

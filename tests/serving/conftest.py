@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
+from app.schemas import RecommendationsOut
 from app.services import Services
 from tests.conftest import make_settings
 from training import demo
@@ -94,10 +95,13 @@ Served = tuple[TestClient, TrainResult]
 
 
 def recs(client: TestClient, user_id: str, **params: Any) -> dict[str, Any]:
-    """The user's recommendations, asserting a 200."""
+    """The user's recommendations, asserting a 200 and that the answer is exactly what its
+    documented model (``RecommendationsOut``) writes."""
     response = client.get(f"/v1/users/{user_id}/recommendations", params=params)
     assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
     body: dict[str, Any] = response.json()
+    assert RecommendationsOut.model_validate(body).model_dump(mode="json") == body
     return body
 
 
