@@ -21,7 +21,7 @@ from app.experiments.middleware import ExperimentMiddleware
 from app.memory import limit_heaps
 from app.middleware import BodySizeLimit
 from app.schemas import EventBatchIn, EventIn, ItemBatchIn
-from app.services import Services, connect_async_redis
+from app.services import Services, connect_async_redis, connect_tracked_hashes
 
 log = logging.getLogger("app")
 
@@ -59,7 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         # Made here: an asyncio client belongs to the loop it first runs on.
         answers = services.recommender.answers
-        answers.attach(connect_async_redis(settings, services.embedded_redis))
+        tracked = connect_tracked_hashes(settings, services.embedded_redis)
+        if tracked is None:
+            answers.attach(async_client=connect_async_redis(settings, services.embedded_redis))
+        else:
+            answers.attach(tracked=tracked)
         services.start_background()
         # Start-up objects (the model, the catalogue, imported modules) live as long as the
         # process: keep them out of every later garbage collection, which otherwise walks them
@@ -71,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if answers.async_client is not None:
                 await answers.async_client.aclose()
-                answers.attach(None)
+            if answers.tracked is not None:
+                answers.tracked.close()
+            answers.attach()
             await run_in_threadpool(services.close)
 
     app = FastAPI(

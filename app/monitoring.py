@@ -87,3 +87,7 @@ STREAM_PENDING = Gauge(
     "Entries delivered to the consumer group and not yet acknowledged.",
     ["stream", "group"],
 )
+TRACKED_INVALIDATIONS = Counter(
+    "recsys_tracked_invalidations_total",
+    "Kept lists copied into process memory that Redis said changed (client-side caching).",
+)

@@ -28,6 +28,7 @@ from app.reconcile import ProfileRebuilder, Reconciler
 from app.serving.catalog_index import CatalogIndex
 from app.serving.recommender import Recommender
 from app.serving.store import ModelHolder, Periodic
+from app.serving.tracking import Address, TrackedHashes
 from app.serving.trending import EventCounts, Trending
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,25 @@ def connect_async_redis(settings: Settings, embedded: Any = None) -> aredis.Redi
         socket_connect_timeout=timeout,
         client_name=_client_name(),
         retry=_ASYNC_NO_RETRY,
+    )
+
+
+def connect_tracked_hashes(settings: Settings, embedded: Any = None) -> TrackedHashes | None:
+    """A client-side caching reader of the same server as :func:`connect_redis`, or None when
+    it is turned off or the URL needs TLS (which it does not speak)."""
+    if settings.recommendation_memory_lists == 0:
+        return None
+    if settings.redis_url:
+        address = Address.from_url(settings.redis_url)
+        if address is None:
+            return None
+    else:
+        address = Address(path=embedded.socket_file)
+    return TrackedHashes(
+        address,
+        timeout=settings.redis_timeout_seconds,
+        max_keys=settings.recommendation_memory_lists,
+        name=_client_name(),
     )
 
 

@@ -17,7 +17,11 @@ without reading the profile or scoring anything. What keeps that exact:
 - Lists holding trending items are not kept (trending moves by the minute), nor lists made
   without a model.
 
-The hit path reads one hash field through an asyncio client, on the event loop.
+The hit path runs on the event loop. Each API process keeps copies of the lists it read,
+through Redis client-side caching (``app.serving.tracking``): Redis tells the process when a
+user's hash changes, so a list asked for again is answered from memory, and the user's next
+event still ends it at once. Without such a connection (a TLS URL) the list is read from
+Redis through an asyncio client on every request.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import redis.asyncio as aredis
 from app.monitoring import RECOMMENDATION_CACHE
 from app.profiles import ANSWERS_MARKER, user_keys
 from app.serving.filters import AttributeFilter
+from app.serving.tracking import TrackedHashes
 
 log = logging.getLogger(__name__)
 # Sets of parameters kept per user; more, and the hash starts again.
@@ -100,14 +105,22 @@ class AnswerCache:
         self.client = client
         self.seconds = seconds
         self.async_client: aredis.Redis | None = None
+        self.tracked: TrackedHashes | None = None
         self.script = client.register_script(STORE_LUA)
+        self._hit = RECOMMENDATION_CACHE.labels(outcome="hit")
+        self._miss = RECOMMENDATION_CACHE.labels(outcome="miss")
+        self._stale = RECOMMENDATION_CACHE.labels(outcome="stale")
 
     @property
     def enabled(self) -> bool:
         return self.seconds > 0
 
-    def attach(self, async_client: aredis.Redis | None) -> None:
-        """The asyncio client of the hit path (made on the serving event loop)."""
+    def attach(
+        self, tracked: TrackedHashes | None = None, async_client: aredis.Redis | None = None
+    ) -> None:
+        """The hit path's connections, made on the serving event loop: ``tracked`` keeps
+        copies of lists read; without it each is read through ``async_client``."""
+        self.tracked = tracked
         self.async_client = async_client
 
     async def lookup(
@@ -115,15 +128,25 @@ class AnswerCache:
     ) -> Kept | None:
         """The list kept for these parameters if it is still the one the request would get;
         None otherwise (and when Redis fails: the caller then ranks, and reports that)."""
-        if not self.enabled or self.async_client is None or model_version is None:
+        if not self.enabled or model_version is None:
             return None
+        key = user_keys(user_id).answers.encode()
+        tracked = self.tracked
+        raw: bytes | None
         try:
-            raw = await self.async_client.hget(user_keys(user_id).answers, field)
+            if tracked is not None:
+                raw = tracked.get(key, field)
+                if raw is None:
+                    raw = await tracked.fetch(key, field)
+            elif self.async_client is not None:
+                raw = await self.async_client.hget(key, field)  # type: ignore[assignment]
+            else:
+                return None
         except redis.RedisError as exc:
             log.warning("reading a kept list failed, ranking anew: %s", exc)
             return None
         if raw is None:
-            RECOMMENDATION_CACHE.labels(outcome="miss").inc()
+            self._miss.inc()
             return None
         try:
             kept = orjson.loads(raw)
@@ -138,9 +161,9 @@ class AnswerCache:
             log.warning("ignoring a kept list that cannot be read: %r", exc)
             current = False
         if not current:
-            RECOMMENDATION_CACHE.labels(outcome="stale").inc()
+            self._stale.inc()
             return None
-        RECOMMENDATION_CACHE.labels(outcome="hit").inc()
+        self._hit.inc()
         return found
 
     def store(

@@ -1,0 +1,193 @@
+"""Kept lists copied into process memory through Redis client-side caching
+(app.serving.tracking), against the real Redis server of the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from app.config import Settings
+from app.services import Services, connect_tracked_hashes
+from app.serving.tracking import Address, TrackedHashes
+from tests.conftest import make_settings
+
+Check = Callable[[TrackedHashes], Awaitable[None]]
+
+
+@pytest.fixture
+def run_tracked(settings: Settings, services: Services) -> Callable[..., None]:
+    """Runs a check with a fresh reader of the backend's Redis on an event loop of its own."""
+
+    def run(check: Check, **overrides: Any) -> None:
+        tracked = connect_tracked_hashes(
+            make_settings(settings, **overrides), services.embedded_redis
+        )
+        assert tracked is not None
+
+        async def main() -> None:
+            try:
+                await check(tracked)
+            finally:
+                tracked.close()
+
+        asyncio.run(main())
+
+    return run
+
+
+def hget_calls(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")
+    return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+
+def test_a_value_read_once_is_answered_from_memory(
+    services: Services, run_tracked: Callable[[Check], None]
+) -> None:
+    client = services.redis
+    client.hset("t:user", mapping={"a": b"list-a", "b": b"list-b"})
+
+    async def check(tracked: TrackedHashes) -> None:
+        assert tracked.get(b"t:user", b"a") is None  # not read yet
+        assert await tracked.fetch(b"t:user", b"a") == b"list-a"
+        before = hget_calls(client)
+        for _ in range(50):
+            assert tracked.get(b"t:user", b"a") == b"list-a"
+        assert hget_calls(client) == before
+        # Another field of the same key is read once, then known too; absence is never kept.
+        assert tracked.get(b"t:user", b"b") is None
+        assert await tracked.fetch(b"t:user", b"b") == b"list-b"
+        assert tracked.get(b"t:user", b"b") == b"list-b"
+        assert await tracked.fetch(b"t:user", b"none") is None
+        assert tracked.get(b"t:user", b"none") is None
+
+    run_tracked(check)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda c: c.hset("t:user", "a", b"newer"), id="hset"),
+        pytest.param(lambda c: c.hset("t:user", "other", b"x"), id="hset-other-field"),
+        pytest.param(lambda c: c.delete("t:user"), id="del"),
+        pytest.param(lambda c: c.expire("t:user", 100), id="expire"),
+        pytest.param(lambda c: c.flushdb(), id="flushdb"),
+    ],
+)
+def test_any_write_by_another_client_ends_the_copy(
+    services: Services,
+    run_tracked: Callable[[Check], None],
+    write: Callable[[redis.Redis], object],
+) -> None:
+    """Without the event loop's help: the read itself takes the invalidation off the socket.
+    Redis may send it a moment after it answered the writer, hence the deadline."""
+    client = services.redis
+
+    async def check(tracked: TrackedHashes) -> None:
+        for _ in range(100):
+            client.hset("t:user", "a", b"older")
+            assert await tracked.fetch(b"t:user", b"a") == b"older"
+            assert tracked.get(b"t:user", b"a") == b"older"
+            write(client)
+            deadline = time.monotonic() + 2.0
+            while tracked.get(b"t:user", b"a") is not None and time.monotonic() < deadline:
+                time.sleep(0.0001)  # the loop never runs: only get() reads the socket
+            assert tracked.get(b"t:user", b"a") is None
+        assert tracked.size == 0
+
+    run_tracked(check)
+
+
+def test_a_write_right_after_the_read_is_not_kept(
+    services: Services, run_tracked: Callable[[Check], None]
+) -> None:
+    """The reply and the write's invalidation arrive together: the copy made from the reply is
+    dropped again before anyone can use it, though the read itself answers the older value."""
+    client = services.redis
+    client.hset("t:user", "a", b"older")
+
+    async def check(tracked: TrackedHashes) -> None:
+        await tracked.fetch(b"t:user", b"warm-up")  # connected
+        reading = asyncio.ensure_future(tracked.fetch(b"t:user", b"a"))
+        await asyncio.sleep(0)  # the HGET is sent; the loop does not read its reply yet
+        time.sleep(0.05)  # Redis answers it
+        client.hset("t:user", "a", b"newer")  # and then invalidates it
+        assert await reading == b"older"
+        assert tracked.get(b"t:user", b"a") is None
+        assert await tracked.fetch(b"t:user", b"a") == b"newer"
+
+    run_tracked(check)
+
+
+def test_a_lost_connection_forgets_every_copy_and_reconnects(
+    services: Services, run_tracked: Callable[[Check], None]
+) -> None:
+    client = services.redis
+    client.hset("t:user", "a", b"list-a")
+
+    async def check(tracked: TrackedHashes) -> None:
+        tracked.retry_seconds = 0.2
+        assert await tracked.fetch(b"t:user", b"a") == b"list-a"
+        names = [c for c in client.client_list() if c.get("name") == tracked.name]
+        assert len(names) == 1
+        client.client_kill_filter(_id=names[0]["id"])
+        await asyncio.sleep(0.05)  # the loop sees the connection close
+        assert tracked.get(b"t:user", b"a") is None
+        assert not tracked.connected
+        # Writes while it was gone cannot be missed: nothing is kept, and it reads anew.
+        client.hset("t:user", "a", b"newer")
+        with pytest.raises(redis.ConnectionError):
+            await tracked.fetch(b"t:user", b"a")  # right after the failure: not retried yet
+        await asyncio.sleep(0.25)
+        assert await tracked.fetch(b"t:user", b"a") == b"newer"
+        assert tracked.get(b"t:user", b"a") == b"newer"
+
+    run_tracked(check)
+
+
+def test_an_unreachable_server_fails_reads_quickly(settings: Settings) -> None:
+    tracked = TrackedHashes(Address(port=1), timeout=1.0, max_keys=10)
+
+    async def check() -> None:
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            await tracked.fetch(b"k", b"f")
+        with pytest.raises(redis.ConnectionError):
+            await tracked.fetch(b"k", b"f")  # not retried within retry_seconds
+        assert time.monotonic() - started < 1.0
+        assert tracked.get(b"k", b"f") is None
+
+    asyncio.run(check())
+
+
+def test_at_most_max_keys_are_kept(
+    services: Services, run_tracked: Callable[[Check], None]
+) -> None:
+    client = services.redis
+    for n in range(5):
+        client.hset(f"t:user-{n}", "a", f"list-{n}".encode())
+
+    async def check(tracked: TrackedHashes) -> None:
+        for n in range(5):
+            await tracked.fetch(f"t:user-{n}".encode(), b"a")
+        assert tracked.size == 3
+        assert tracked.get(b"t:user-0", b"a") is None  # the least recently read went first
+        assert tracked.get(b"t:user-4", b"a") == b"list-4"
+
+    run_tracked(check, recommendation_memory_lists=3)
+
+
+def test_addresses_from_urls(settings: Settings) -> None:
+    assert Address.from_url("redis://:secret@cache.internal:6380/3") == Address(
+        host="cache.internal", port=6380, db=3, password="secret"
+    )
+    assert Address.from_url("redis://reader:pw@127.0.0.1/0") == Address(
+        username="reader", password="pw"
+    )
+    assert Address.from_url("unix:///run/redis.sock?db=2") == Address(path="/run/redis.sock", db=2)
+    assert Address.from_url("rediss://cache.internal:6380/0") is None  # TLS: read each time
+    assert connect_tracked_hashes(make_settings(settings, recommendation_memory_lists=0)) is None
