@@ -56,6 +56,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
     return check
 
 
+check_read = require_scope(Scope.READ)
 RequireIngest = Depends(require_scope(Scope.INGEST))
-RequireRead = Depends(require_scope(Scope.READ))
+RequireRead = Depends(check_read)
 RequireAdmin = Depends(require_scope(Scope.ADMIN))

@@ -1,22 +1,28 @@
 """The service's app with a twin of the recommendations route that does no work.
 
-The twin (``GET /v1/users/{user_id}/recommendations-floor``) has the very parameters,
-dependencies (authentication included) and response model of the real route and answers a
-fixed list of ten items, serialised as the real route serialises its answer. Measured against
-``/healthz`` by ``bench/serving.py --modes floor``, it shows what the web framework alone
-costs this route: the most the real route could reach whatever it did.
+The twin (``GET /v1/users/{user_id}/recommendations-floor``) is served as the real route is
+(``RecommendationsRoute``: the key checked, the path and query read and validated by
+``read_parameters``) and answers a fixed list of ten items, serialised as the real route
+serialises its answer. Measured against ``/healthz`` by ``bench/serving.py --modes floor``,
+it shows what the web framework and the route's parameters alone cost: the most the real route
+could reach whatever it did.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Response
+from fastapi import Request, Response
 
-from app.api.recommendations import get_recommendations, router
-from app.auth import RequireRead
+from app.api.recommendations import (
+    RecommendationsRoute,
+    get_recommendations,
+    read_parameters,
+    router,
+)
+from app.auth import RequireRead, check_read
 from app.main import create_app
 from app.schemas import RecommendationsOut
 
@@ -35,18 +41,25 @@ ANSWER = orjson.dumps(
 )
 
 
-@functools.wraps(get_recommendations)  # FastAPI reads the wrapped function's parameters
-async def no_work(*args: Any, **kwargs: Any) -> Response:
+async def no_work(request: Request) -> Response:
+    await check_read(request, request.headers.get("x-api-key") or None)
+    read_parameters(request)
     return Response(ANSWER, media_type="application/json")
+
+
+class FloorRoute(RecommendationsRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return no_work
 
 
 # On the real route's router, right after it: matched after as many patterns, under the same
 # prefix and middleware.
 router.add_api_route(
     "/{user_id}/recommendations-floor",
-    no_work,
+    get_recommendations,
     methods=["GET"],
     response_model=RecommendationsOut,
     dependencies=[RequireRead],
+    route_class_override=FloorRoute,
 )
 app = create_app()
