@@ -244,11 +244,11 @@ class Settings(BaseSettings):
         "user ends it at once. At most half of recommendation_ttl_seconds is used, so a cached "
         "list can always be paged through; 0 ranks anew on every request.",
     )
-    recommendation_memory_lists: int = Field(
-        default=10_000,
+    recommendation_memory_mb: float = Field(
+        default=8.0,
         ge=0,
-        description="Users whose kept lists each API process also holds in memory (about "
-        "3.5 KB per list), so that a list asked for again costs no Redis round trip; Redis "
+        description="Memory each API process spends on copies of kept lists (about 4 KB per "
+        "list of 100 items), so that a list asked for again costs no Redis round trip; Redis "
         "tells the process when one changes (client-side caching). 0 reads each from Redis.",
     )
 

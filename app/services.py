@@ -89,7 +89,7 @@ def connect_async_redis(settings: Settings, embedded: Any = None) -> aredis.Redi
 def connect_tracked_hashes(settings: Settings, embedded: Any = None) -> TrackedHashes | None:
     """A client-side caching reader of the same server as :func:`connect_redis`, or None when
     it is turned off or the URL needs TLS (which it does not speak)."""
-    if settings.recommendation_memory_lists == 0:
+    if settings.recommendation_memory_mb == 0:
         return None
     if settings.redis_url:
         address = Address.from_url(settings.redis_url)
@@ -100,7 +100,7 @@ def connect_tracked_hashes(settings: Settings, embedded: Any = None) -> TrackedH
     return TrackedHashes(
         address,
         timeout=settings.redis_timeout_seconds,
-        max_keys=settings.recommendation_memory_lists,
+        max_bytes=int(settings.recommendation_memory_mb * 1_000_000),
         name=_client_name(),
     )
 

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # After a failed connection, how long reads go without one before the next attempt.
 RECONNECT_SECONDS = 1.0
+# Bytes a copied key and a copied field take beyond their contents (dict entries, objects).
+KEY_OVERHEAD = 400
+FIELD_OVERHEAD = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +78,21 @@ class Address:
 class TrackedHashes:
     """Hash fields of Redis, copied into process memory while Redis tracks them.
 
-    Runs on one event loop; not thread-safe. At most ``max_keys`` keys are kept, the least
+    Runs on one event loop; not thread-safe. Copies take at most about ``max_bytes``, the least
     recently read forgotten first.
     """
 
     def __init__(
-        self, address: Address, *, timeout: float, max_keys: int, name: str = "recsys"
+        self, address: Address, *, timeout: float, max_bytes: int, name: str = "recsys"
     ) -> None:
         self.address = address
         self.timeout = timeout
-        self.max_keys = max_keys
+        self.max_bytes = max_bytes
         self.name = name
         self.retry_seconds = RECONNECT_SECONDS
         self._copies: OrderedDict[bytes, dict[bytes, bytes]] = OrderedDict()
+        self._sizes: dict[bytes, int] = {}  # bytes each key's copies take, about
+        self._bytes = 0
         self._sock: socket.socket | None = None
         self._poll = select.poll()
         # Received bytes land here: a fresh buffer per read would be allocated (and, as large,
@@ -110,6 +115,11 @@ class TrackedHashes:
     def size(self) -> int:
         """Keys copied now."""
         return len(self._copies)
+
+    @property
+    def memory(self) -> int:
+        """Bytes the copies take, about."""
+        return self._bytes
 
     def get(self, key: bytes, field: bytes) -> bytes | None:
         """The field's value as Redis holds it now, if a copy is kept; None when it has to
@@ -257,11 +267,19 @@ class TrackedHashes:
             fields = copies.get(key)
             if fields is None:
                 fields = copies[key] = {}
-                if len(copies) > self.max_keys:
-                    copies.popitem(last=False)
+                added = len(key) + KEY_OVERHEAD
             else:
                 copies.move_to_end(key)
+                added = 0
+            previous = fields.get(field)
+            if previous is not None:
+                added -= len(field) + len(previous) + FIELD_OVERHEAD
             fields[field] = message
+            added += len(field) + len(message) + FIELD_OVERHEAD
+            self._sizes[key] = self._sizes.get(key, 0) + added
+            self._bytes += added
+            while self._bytes > self.max_bytes and copies:
+                self._forget(next(iter(copies)))
         if not future.done():
             future.set_result(message)
 
@@ -271,16 +289,25 @@ class TrackedHashes:
         keys = message[1] if len(message) > 1 else None
         if keys is None:  # FLUSHDB, FLUSHALL, or tracking memory reclaimed
             TRACKED_INVALIDATIONS.inc(len(self._copies))
-            self._copies.clear()
+            self._forget_all()
             return
         TRACKED_INVALIDATIONS.inc(len(keys))
         for key in keys:
-            self._copies.pop(key, None)
+            self._forget(key)
+
+    def _forget(self, key: bytes) -> None:
+        if self._copies.pop(key, None) is not None:
+            self._bytes -= self._sizes.pop(key)
+
+    def _forget_all(self) -> None:
+        self._copies.clear()
+        self._sizes.clear()
+        self._bytes = 0
 
     def _lost(self, exc: BaseException | None) -> None:
         sock, self._sock = self._sock, None
         self._ready = False
-        self._copies.clear()
+        self._forget_all()
         waiting, self._waiting = self._waiting, deque()
         if sock is None:
             return

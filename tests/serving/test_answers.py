@@ -78,6 +78,49 @@ def test_an_event_ends_the_kept_list_at_once(
     assert recs(uncached, user, k=10)["recommendation_id"] != fresh["recommendation_id"]
 
 
+def hget_calls(services: Services) -> int:
+    stats: dict[str, Any] = services.redis.info("commandstats")
+    return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+
+def test_an_event_through_another_process_ends_the_copy_in_memory(
+    served: Served, shop: demo.DemoData, app_client: Callable[..., TestClient], services: Services
+) -> None:
+    """A list asked for again is answered from the process's copy, without reading Redis; an
+    event posted to another app (another process in production) ends that copy too."""
+    client, _ = served
+    other = app_client()
+    user = a_user(shop)
+    first = recs(client, user, k=10)
+    assert recs(client, user, k=10) == first  # read from Redis once, and copied
+    before = hget_calls(services)
+    for _ in range(5):
+        assert recs(client, user, k=10) == first
+    assert hget_calls(services) == before
+    viewed = first["items"][0]["item_id"]
+    response = other.post("/v1/events", json={"user_id": user, "item_id": viewed, "type": "view"})
+    assert response.json()["profile"] == "updated"
+    after = recs(client, user, k=10)
+    assert after["recommendation_id"] != first["recommendation_id"]
+    assert viewed not in [e["item_id"] for e in after["items"]]
+
+
+def test_lists_are_kept_without_copies_in_memory(
+    served: Served, shop: demo.DemoData, app_client: Callable[..., TestClient], services: Services
+) -> None:
+    """With no memory for copies (or a TLS URL) each request reads the kept list from Redis."""
+    client = app_client(recommendation_memory_mb=0)
+    user = a_user(shop)
+    first = recs(client, user, k=10)
+    before, calls = hits(client), hget_calls(services)
+    assert recs(client, user, k=10) == first
+    assert recs(client, user, k=10) == first
+    assert (hits(client), hget_calls(services)) == (before + 2, calls + 2)
+    viewed = first["items"][0]["item_id"]
+    client.post("/v1/events", json={"user_id": user, "item_id": viewed, "type": "view"})
+    assert recs(client, user, k=10)["recommendation_id"] != first["recommendation_id"]
+
+
 def test_a_profile_rebuild_ends_the_kept_list(served: Served, shop: demo.DemoData) -> None:
     client, _ = served
     services: Services = client.app.state.services  # type: ignore[attr-defined]

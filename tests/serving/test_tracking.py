@@ -40,6 +40,13 @@ def run_tracked(settings: Settings, services: Services) -> Callable[..., None]:
     return run
 
 
+async def until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        await asyncio.sleep(0.001)
+
+
 def hget_calls(client: redis.Redis) -> int:
     stats: dict[str, Any] = client.info("commandstats")
     return int(stats.get("cmdstat_hget", {}).get("calls", 0))
@@ -150,7 +157,7 @@ def test_a_lost_connection_forgets_every_copy_and_reconnects(
 
 
 def test_an_unreachable_server_fails_reads_quickly(settings: Settings) -> None:
-    tracked = TrackedHashes(Address(port=1), timeout=1.0, max_keys=10)
+    tracked = TrackedHashes(Address(port=1), timeout=1.0, max_bytes=10_000)
 
     async def check() -> None:
         started = time.monotonic()
@@ -164,21 +171,32 @@ def test_an_unreachable_server_fails_reads_quickly(settings: Settings) -> None:
     asyncio.run(check())
 
 
-def test_at_most_max_keys_are_kept(
-    services: Services, run_tracked: Callable[[Check], None]
+def test_copies_stay_within_their_memory(
+    services: Services, run_tracked: Callable[..., None]
 ) -> None:
     client = services.redis
+    value = b"x" * 3_000
     for n in range(5):
-        client.hset(f"t:user-{n}", "a", f"list-{n}".encode())
+        client.hset(f"t:user-{n}", mapping={"a": value, "b": value})
 
     async def check(tracked: TrackedHashes) -> None:
         for n in range(5):
             await tracked.fetch(f"t:user-{n}".encode(), b"a")
+            await tracked.fetch(f"t:user-{n}".encode(), b"b")
+            await tracked.fetch(b"t:user-0", b"a")  # read again: the most recent
+        assert 12_000 < tracked.memory <= 20_000
         assert tracked.size == 3
-        assert tracked.get(b"t:user-0", b"a") is None  # the least recently read went first
-        assert tracked.get(b"t:user-4", b"a") == b"list-4"
+        assert tracked.get(b"t:user-0", b"a") == value
+        assert tracked.get(b"t:user-1", b"a") is None  # the least recently read went first
+        assert tracked.get(b"t:user-4", b"b") == value
+        client.delete("t:user-4")
+        await until(lambda: tracked.get(b"t:user-4", b"b") is None)
+        assert tracked.size == 2
+        client.flushdb()
+        await until(lambda: tracked.get(b"t:user-0", b"a") is None)
+        assert (tracked.size, tracked.memory) == (0, 0)
 
-    run_tracked(check, recommendation_memory_lists=3)
+    run_tracked(check, recommendation_memory_mb=0.02)
 
 
 def test_addresses_from_urls(settings: Settings) -> None:
@@ -190,4 +208,4 @@ def test_addresses_from_urls(settings: Settings) -> None:
     )
     assert Address.from_url("unix:///run/redis.sock?db=2") == Address(path="/run/redis.sock", db=2)
     assert Address.from_url("rediss://cache.internal:6380/0") is None  # TLS: read each time
-    assert connect_tracked_hashes(make_settings(settings, recommendation_memory_lists=0)) is None
+    assert connect_tracked_hashes(make_settings(settings, recommendation_memory_mb=0)) is None
