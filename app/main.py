@@ -59,11 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         # Made here: an asyncio client belongs to the loop it first runs on.
         answers = services.recommender.answers
-        tracked = connect_tracked_hashes(settings, services.embedded_redis)
-        if tracked is None:
-            answers.attach(async_client=connect_async_redis(settings, services.embedded_redis))
-        else:
-            answers.attach(tracked=tracked)
+        answers.attach(
+            tracked=connect_tracked_hashes(settings, services.embedded_redis),
+            async_client=connect_async_redis(settings, services.embedded_redis),
+        )
         services.start_background()
         # Start-up objects (the model, the catalogue, imported modules) live as long as the
         # process: keep them out of every later garbage collection, which otherwise walks them

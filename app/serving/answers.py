@@ -119,7 +119,8 @@ class AnswerCache:
         self, tracked: TrackedHashes | None = None, async_client: aredis.Redis | None = None
     ) -> None:
         """The hit path's connections, made on the serving event loop: ``tracked`` keeps
-        copies of lists read; without it each is read through ``async_client``."""
+        copies of lists read; without it (or when the server refuses it) each is read through
+        ``async_client``."""
         self.tracked = tracked
         self.async_client = async_client
 
@@ -134,7 +135,7 @@ class AnswerCache:
         tracked = self.tracked
         raw: bytes | None
         try:
-            if tracked is not None:
+            if tracked is not None and not tracked.unsupported:
                 raw = tracked.get(key, field)
                 if raw is None:
                     raw = await tracked.fetch(key, field)

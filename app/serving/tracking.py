@@ -90,6 +90,8 @@ class TrackedHashes:
         self.max_bytes = max_bytes
         self.name = name
         self.retry_seconds = RECONNECT_SECONDS
+        # Set when the server refuses the handshake: then nothing is ever copied.
+        self.unsupported = False
         self._copies: OrderedDict[bytes, dict[bytes, bytes]] = OrderedDict()
         self._sizes: dict[bytes, int] = {}  # bytes each key's copies take, about
         self._bytes = 0
@@ -170,19 +172,24 @@ class TrackedHashes:
         loop = asyncio.get_running_loop()
         self._loop = loop
         address = self.address
-        if address.path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: Any = address.path
-        else:
-            infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-            family, kind, proto, _, target = infos[0]
-            sock = socket.socket(family, kind, proto)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
+        sock: socket.socket | None = None
         try:
+            if address.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                target: Any = address.path
+            else:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM),
+                    self.timeout,
+                )
+                family, kind, proto, _, target = infos[0]
+                sock = socket.socket(family, kind, proto)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
             await asyncio.wait_for(loop.sock_connect(sock, target), self.timeout)
         except (OSError, TimeoutError) as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
             self._failed_at = time.monotonic()
             raise redis.ConnectionError(f"cannot connect to Redis for tracking: {exc}") from exc
         self._sock = sock
@@ -199,6 +206,17 @@ class TrackedHashes:
             if address.db:
                 await self._call((b"SELECT", str(address.db)))
             await self._call((b"CLIENT", b"TRACKING", b"ON"))
+        except redis.ResponseError as exc:
+            # Refused, not failed: a server before Redis 6 (no RESP3, no tracking), or a login
+            # it does not accept. Asking again would be refused again.
+            self._lost(exc)
+            self.unsupported = True
+            log.warning(
+                "Redis refused client-side caching (%s); kept lists are read from Redis on "
+                "every request",
+                exc,
+            )
+            raise
         except redis.RedisError as exc:
             self._lost(exc)
             self._failed_at = time.monotonic()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -166,6 +167,23 @@ def test_an_unreachable_server_fails_reads_quickly(settings: Settings) -> None:
         with pytest.raises(redis.ConnectionError):
             await tracked.fetch(b"k", b"f")  # not retried within retry_seconds
         assert time.monotonic() - started < 1.0
+        assert tracked.get(b"k", b"f") is None
+
+    asyncio.run(check())
+
+
+def test_a_refused_handshake_turns_copies_off(settings: Settings, services: Services) -> None:
+    """A server that refuses RESP3 or tracking (before Redis 6), here a login it refuses: the
+    reader says so once, and kept lists are then read without it."""
+    tracked = connect_tracked_hashes(settings, services.embedded_redis)
+    assert tracked is not None
+    tracked.address = dataclasses.replace(tracked.address, username="nobody", password="wrong")
+
+    async def check() -> None:
+        with pytest.raises(redis.ResponseError):
+            await tracked.fetch(b"k", b"f")
+        assert tracked.unsupported
+        assert not tracked.connected
         assert tracked.get(b"k", b"f") is None
 
     asyncio.run(check())
