@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 OVERLAP = timedelta(seconds=60)
 # A full reload now and then, in case a write slipped through the overlap.
 FULL_RELOAD_EVERY = 60
-# Freed memory goes back to the system after a refresh that changed at least this many items.
+# Freed memory goes back to the system after a refresh that read (or changed) at least this many
+# items.
 TRIM_AFTER = 1_000
 
 IntArray = npt.NDArray[np.int64]
@@ -295,15 +296,30 @@ class CatalogIndex:
             if since is not None:
                 query = query.where(Item.updated_at >= since)
             started = datetime.now(UTC)
+            current = None if full else self._snapshot
+            read = 0
+            changed: list[ItemRules] = []
             with self.sessions() as session:
                 # In chunks: a whole catalogue of rows at once would set the process's peak.
                 result = session.execute(query.execution_options(yield_per=2_000))
                 seen: dict[tuple[str, ...], Any] = {}
-                changed = [_rules(row, seen) for row in result]
+                for row in result:
+                    read += 1
+                    rules = _rules(row, seen)
+                    # Rows re-read unchanged (every row of an import, for OVERLAP after it) are
+                    # dropped at once rather than held until the merge.
+                    if current is not None:
+                        at = current.position.get(rules.item_id)
+                        if at is not None and current.items[at] == rules:
+                            continue
+                    changed.append(rules)
             # Anchored at when this read started, not at the newest row seen: otherwise a
             # catalogue that stopped changing is re-read whole on every refresh.
             self._watermark = started
-            return self._merge(changed, replace_all=full)
+            snapshot = self._merge(changed, replace_all=full)
+            if snapshot is current and read >= TRIM_AFTER:
+                release_free_memory()  # the rows read
+            return snapshot
 
     def reload_items(self, item_ids: Sequence[str]) -> CatalogSnapshot:
         """Re-read the given items now, so this process never serves what it just changed."""

@@ -53,3 +53,21 @@ def test_the_fingerprint_names_the_catalogue_in_every_process(services: Services
     without_new = one.reload_items(["sku-2"]).fingerprint
     assert without_new not in (original, incremental)
     assert other.refresh(full=True).fingerprint == without_new
+
+
+def test_a_refresh_rereading_unchanged_items_keeps_the_snapshot(services: Services) -> None:
+    """Right after an import every refresh reads it again (the overlap that catches late
+    commits): unchanged items leave the snapshot as it is, a changed one among them is taken."""
+    items = [{"item_id": f"sku-{i}", "title": f"Item {i}", "categories": ["a"]} for i in range(50)]
+    assert load_items(services, items).rejected == 0
+    index = CatalogIndex(services.sessions)
+    first = index.refresh(full=True)
+    assert index.refresh() is first  # all 50 re-read: within the overlap
+    assert load_items(services, [{**items[7], "title": "Renamed"}]).rejected == 0
+    second = index.refresh()
+    assert second is not first
+    assert second.generation == first.generation + 1
+    assert second.items[second.position["sku-7"]].title == "Renamed"
+    assert [r.item_id for r in second.items] == [r.item_id for r in first.items]
+    assert second.fingerprint == CatalogIndex(services.sessions).refresh(full=True).fingerprint
+    assert index.refresh() is second
