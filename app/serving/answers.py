@@ -19,9 +19,10 @@ without reading the profile or scoring anything. What keeps that exact:
 
 The hit path runs on the event loop. Each API process keeps copies of the lists it read,
 through Redis client-side caching (``app.serving.tracking``): Redis tells the process when a
-user's hash changes, so a list asked for again is answered from memory, and the user's next
-event still ends it at once. Without such a connection (a TLS URL) the list is read from
-Redis through an asyncio client on every request.
+user's hash changes, so a list asked for again is answered from memory until the user's next
+event, whose invalidation Redis sends as it applies it. Without that (a TLS URL, copies turned
+off, a server before Redis 6) the list is read from Redis through an asyncio client on every
+request.
 """
 
 from __future__ import annotations
