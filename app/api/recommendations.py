@@ -153,7 +153,8 @@ class RecommendationsRoute(APIRoute):
     by :func:`serve`, which reads them with :func:`read_parameters` instead of FastAPI's
     per-request dependency solving: answering a kept list takes about half the CPU that way
     (``docs/benchmarks.md``, *Serving*). ``tests/serving/test_parameters.py`` holds the two
-    to the same answers and errors."""
+    to the same answers and errors. FastAPI's ``dependency_overrides`` do not reach it: a
+    change of the declared dependencies needs the same change in :func:`serve`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return serve
