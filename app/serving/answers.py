@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ from app.serving.tracking import TrackedHashes
 log = logging.getLogger(__name__)
 # Sets of parameters kept per user; more, and the hash starts again.
 MAX_LISTS = 16
+# At most one warning this often about failed reads of kept lists.
+WARN_EVERY_SECONDS = 10.0
 
 # KEYS: the user's answers hash. ARGV: marker, field, list, max_lists, seconds.
 STORE_LUA = """
@@ -111,6 +114,8 @@ class AnswerCache:
         self._hit = RECOMMENDATION_CACHE.labels(outcome="hit")
         self._miss = RECOMMENDATION_CACHE.labels(outcome="miss")
         self._stale = RECOMMENDATION_CACHE.labels(outcome="stale")
+        self._warned_at = float("-inf")
+        self._failures = 0
 
     @property
     def enabled(self) -> bool:
@@ -145,7 +150,7 @@ class AnswerCache:
             else:
                 return None
         except redis.RedisError as exc:
-            log.warning("reading a kept list failed, ranking anew: %s", exc)
+            self._failed(exc)
             return None
         if raw is None:
             self._miss.inc()
@@ -167,6 +172,19 @@ class AnswerCache:
             return None
         self._hit.inc()
         return found
+
+    def _failed(self, exc: redis.RedisError) -> None:
+        # While Redis is away every request fails here: one warning per interval, not per
+        # request.
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            log.warning(
+                "reading kept lists failed %d time(s) since the last warning, ranking anew: %s",
+                self._failures,
+                exc,
+            )
+            self._warned_at, self._failures = now, 0
 
     def store(
         self,

@@ -14,6 +14,7 @@ import redis
 
 from app.config import Settings
 from app.services import Services, connect_tracked_hashes
+from app.serving.answers import AnswerCache
 from app.serving.tracking import Address, TrackedHashes
 from tests.conftest import make_settings
 
@@ -227,3 +228,20 @@ def test_addresses_from_urls(settings: Settings) -> None:
     assert Address.from_url("unix:///run/redis.sock?db=2") == Address(path="/run/redis.sock", db=2)
     assert Address.from_url("rediss://cache.internal:6380/0") is None  # TLS: read each time
     assert connect_tracked_hashes(make_settings(settings, recommendation_memory_mb=0)) is None
+
+
+def test_failed_reads_rank_anew_with_one_warning_per_interval(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    answers = AnswerCache(services.redis, seconds=300)
+    answers.attach(tracked=TrackedHashes(Address(port=1), timeout=1.0, max_bytes=10_000))
+
+    async def check() -> None:
+        for _ in range(20):
+            assert await answers.lookup("u1", b"field", "v1", 1, time.time()) is None
+
+    with caplog.at_level("WARNING", logger="app.serving.answers"):
+        asyncio.run(check())
+    warnings = [r.getMessage() for r in caplog.records if r.name == "app.serving.answers"]
+    assert len(warnings) == 1
+    assert "failed 1 time(s)" in warnings[0]
