@@ -247,6 +247,22 @@ def _rules(row: Any, seen: dict[tuple[str, ...], Any]) -> ItemRules:
     )
 
 
+def _version(item_id: str, updated_at: datetime) -> int:
+    """One version of an item's row, as 64 bits (within this process)."""
+    return hash((item_id, updated_at))
+
+
+def _among(keys: IntArray, listed: IntArray) -> npt.NDArray[np.bool_]:
+    """Which of ``keys`` are in ``listed`` (sorted)."""
+    if not len(listed):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(listed, keys), len(listed) - 1)
+    found: npt.NDArray[np.bool_] = listed[at] == keys
+    return found
+
+
+_NONE_LISTED: IntArray = np.empty(0, dtype=np.int64)
+
 _COLUMNS = (
     Item.item_id,
     Item.title,
@@ -270,6 +286,9 @@ class CatalogIndex:
         self._lock = threading.Lock()
         self._watermark: datetime | None = None
         self._refreshes = 0
+        # The versions of the items the next refresh will list again (updated within OVERLAP
+        # before the last read began), as read then: sorted, unique.
+        self._listed: IntArray = _NONE_LISTED
 
     @property
     def snapshot(self) -> CatalogSnapshot:
@@ -291,35 +310,77 @@ class CatalogIndex:
         with self._lock:
             self._refreshes += 1
             full = full or self._snapshot is None or self._refreshes % FULL_RELOAD_EVERY == 0
-            query = select(*_COLUMNS)
             since = None if full or self._watermark is None else self._watermark - OVERLAP
-            if since is not None:
-                query = query.where(Item.updated_at >= since)
             started = datetime.now(UTC)
             current = None if full else self._snapshot
-            read = 0
+            seen: dict[tuple[str, ...], Any] = {}
             changed: list[ItemRules] = []
             with self.sessions() as session:
-                # In chunks: a whole catalogue of rows at once would set the process's peak.
-                result = session.execute(query.execution_options(yield_per=2_000))
-                seen: dict[tuple[str, ...], Any] = {}
-                for row in result:
-                    read += 1
-                    rules = _rules(row, seen)
-                    # Rows re-read unchanged (every row of an import, for OVERLAP after it) are
-                    # dropped at once rather than held until the merge.
-                    if current is not None:
-                        at = current.position.get(rules.item_id)
-                        if at is not None and current.items[at] == rules:
-                            continue
-                    changed.append(rules)
+                if since is None:
+                    listed, read = self._read_all(session, started - OVERLAP, seen, changed)
+                else:
+                    listed, read = self._read_since(session, since, seen, changed, current)
             # Anchored at when this read started, not at the newest row seen: otherwise a
             # catalogue that stopped changing is re-read whole on every refresh.
             self._watermark = started
+            self._listed = listed
             snapshot = self._merge(changed, replace_all=full)
             if snapshot is current and read >= TRIM_AFTER:
-                release_free_memory()  # the rows read
+                release_free_memory()  # the rows read (0.25 ms)
             return snapshot
+
+    def _read_all(
+        self,
+        session: Session,
+        recent: datetime,
+        seen: dict[tuple[str, ...], Any],
+        changed: list[ItemRules],
+    ) -> tuple[IntArray, int]:
+        """Every item into ``changed``; returns the versions (:func:`_version`) of those updated
+        since ``recent`` (the next refresh lists them again) and how many rows were read whole."""
+        query = select(*_COLUMNS).execution_options(yield_per=2_000)
+        listed: list[int] = []
+        # In chunks: a whole catalogue of rows at once would set the process's peak.
+        for row in session.execute(query):
+            changed.append(_rules(row, seen))
+            if as_utc(row.updated_at) >= recent:
+                listed.append(_version(row.item_id, row.updated_at))
+        return np.unique(np.array(listed, dtype=np.int64)), len(changed)
+
+    def _read_since(
+        self,
+        session: Session,
+        since: datetime,
+        seen: dict[tuple[str, ...], Any],
+        changed: list[ItemRules],
+        current: CatalogSnapshot | None,
+    ) -> tuple[IntArray, int]:
+        """The items updated since ``since`` whose rules changed, into ``changed``.
+
+        Every refresh lists the items updated within OVERLAP before the last one began, to
+        catch rows committed late with an older ``updated_at``: after an import, the whole
+        import for a minute. Listing is cheap (id and time); only versions not listed before
+        are read whole, in chunks, and only rules that differ are kept. Returns the versions
+        listed and how many rows were read (listed or whole)."""
+        listing = select(Item.item_id, Item.updated_at).where(Item.updated_at >= since)
+        versions: list[IntArray] = []
+        unknown: list[str] = []
+        for part in session.execute(listing.execution_options(yield_per=2_000)).partitions():
+            keys = np.fromiter((_version(i, t) for i, t in part), np.int64, len(part))
+            versions.append(keys)
+            known = _among(keys, self._listed)
+            unknown.extend(row.item_id for row, new in zip(part, ~known, strict=True) if new)
+        for chunk in chunks(unknown, 2_000):
+            rows = session.execute(select(*_COLUMNS).where(Item.item_id.in_(chunk)))
+            for row in rows:
+                rules = _rules(row, seen)
+                if current is not None:
+                    at = current.position.get(rules.item_id)
+                    if at is not None and current.items[at] == rules:
+                        continue
+                changed.append(rules)
+        listed = np.unique(np.concatenate(versions)) if versions else _NONE_LISTED
+        return listed, len(listed) + len(unknown)
 
     def reload_items(self, item_ids: Sequence[str]) -> CatalogSnapshot:
         """Re-read the given items now, so this process never serves what it just changed."""

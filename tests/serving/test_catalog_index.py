@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from datetime import timedelta
 
+import numpy as np
+from sqlalchemy import update
+
+from app.db.models import Item
 from app.services import Services
 from app.serving.catalog_index import CatalogIndex
 from app.serving.filters import AttributeFilter
@@ -70,4 +74,23 @@ def test_a_refresh_rereading_unchanged_items_keeps_the_snapshot(services: Servic
     assert second.items[second.position["sku-7"]].title == "Renamed"
     assert [r.item_id for r in second.items] == [r.item_id for r in first.items]
     assert second.fingerprint == CatalogIndex(services.sessions).refresh(full=True).fingerprint
+    assert index.refresh() is second
+
+
+def test_a_row_committed_late_with_an_older_time_is_still_read(services: Services) -> None:
+    """A write whose updated_at predates the last read but which committed after it (a long
+    transaction) is found by the next refresh, though only new versions are read whole."""
+    items = [{"item_id": f"sku-{i}", "title": f"Item {i}", "categories": ["a"]} for i in range(5)]
+    assert load_items(services, items).rejected == 0
+    index = CatalogIndex(services.sessions)
+    first = index.refresh(full=True)
+    assert index.refresh() is first
+    assert index._watermark is not None
+    late = index._watermark - timedelta(seconds=30)
+    with services.engine.begin() as connection:
+        connection.execute(
+            update(Item).where(Item.item_id == "sku-3").values(title="Late", updated_at=late)
+        )
+    second = index.refresh()
+    assert second.items[second.position["sku-3"]].title == "Late"
     assert index.refresh() is second
