@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -112,3 +113,9 @@ def metric_value(client: TestClient, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+def hget_calls(client: redis.Redis) -> int:
+    """How many HGET commands the Redis server has run (its command statistics)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return int(stats.get("cmdstat_hget", {}).get("calls", 0))

@@ -16,7 +16,7 @@ from app.services import Services
 from app.serving.answers import list_field
 from app.serving.filters import AttributeFilter
 from app.serving.recommender import TRENDING_REASON
-from tests.serving.conftest import Served, metric_value, recs
+from tests.serving.conftest import Served, hget_calls, metric_value, recs
 from training import demo
 from training.pipeline import TrainResult
 
@@ -78,11 +78,6 @@ def test_an_event_ends_the_kept_list_at_once(
     assert recs(uncached, user, k=10)["recommendation_id"] != fresh["recommendation_id"]
 
 
-def hget_calls(services: Services) -> int:
-    stats: dict[str, Any] = services.redis.info("commandstats")
-    return int(stats.get("cmdstat_hget", {}).get("calls", 0))
-
-
 def test_an_event_through_another_process_ends_the_copy_in_memory(
     served: Served, shop: demo.DemoData, app_client: Callable[..., TestClient], services: Services
 ) -> None:
@@ -93,10 +88,10 @@ def test_an_event_through_another_process_ends_the_copy_in_memory(
     user = a_user(shop)
     first = recs(client, user, k=10)
     assert recs(client, user, k=10) == first  # read from Redis once, and copied
-    before = hget_calls(services)
+    before = hget_calls(services.redis)
     for _ in range(5):
         assert recs(client, user, k=10) == first
-    assert hget_calls(services) == before
+    assert hget_calls(services.redis) == before
     viewed = first["items"][0]["item_id"]
     response = other.post("/v1/events", json={"user_id": user, "item_id": viewed, "type": "view"})
     assert response.json()["profile"] == "updated"
@@ -112,10 +107,10 @@ def test_lists_are_kept_without_copies_in_memory(
     client = app_client(recommendation_memory_mb=0)
     user = a_user(shop)
     first = recs(client, user, k=10)
-    before, calls = hits(client), hget_calls(services)
+    before, calls = hits(client), hget_calls(services.redis)
     assert recs(client, user, k=10) == first
     assert recs(client, user, k=10) == first
-    assert (hits(client), hget_calls(services)) == (before + 2, calls + 2)
+    assert (hits(client), hget_calls(services.redis)) == (before + 2, calls + 2)
     viewed = first["items"][0]["item_id"]
     client.post("/v1/events", json={"user_id": user, "item_id": viewed, "type": "view"})
     assert recs(client, user, k=10)["recommendation_id"] != first["recommendation_id"]

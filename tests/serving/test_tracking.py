@@ -17,6 +17,7 @@ from app.services import Services, connect_tracked_hashes
 from app.serving.answers import AnswerCache
 from app.serving.tracking import Address, TrackedHashes
 from tests.conftest import make_settings
+from tests.serving.conftest import hget_calls
 
 Check = Callable[[TrackedHashes], Awaitable[None]]
 
@@ -47,11 +48,6 @@ async def until(condition: Callable[[], bool], seconds: float = 2.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not within the deadline"
         await asyncio.sleep(0.001)
-
-
-def hget_calls(client: redis.Redis) -> int:
-    stats: dict[str, Any] = client.info("commandstats")
-    return int(stats.get("cmdstat_hget", {}).get("calls", 0))
 
 
 def test_a_value_read_once_is_answered_from_memory(
