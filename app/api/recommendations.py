@@ -198,22 +198,21 @@ async def answer(
     request: Request, services: Services, user_id: str, query: RecommendationsQuery
 ) -> Response:
     """The answer of the route for valid parameters."""
-    k, offset, recommendation_id = query.k, query.offset, query.recommendation_id
-    exclude_seen, categories, exclude = query.exclude_seen, query.categories, query.exclude
-    attribute = query.attribute
+    k, offset = query.k, query.offset
+    categories, exclude = query.categories or (), query.exclude or ()
     assignment: Assignment | None = getattr(request.state, "experiment", None)
     if assignment is not None and assignment.user_id != user_id:
         assignment = None  # an X-User-Id header naming someone else than the path
     variant = None if assignment is None else assignment.variant
-    filters = parse_filters(attribute or ())
+    filters = parse_filters(query.attribute or ())
     recommender = services.recommender
     weights = None if variant is None else variant.weights
     model = None if assignment is None else services.experiments.model_for(assignment)
     strategy: Literal["hybrid", "popularity"] = "hybrid" if variant is None else variant.strategy
     result: RecommendationList | None = None
-    if recommendation_id is None:
+    if query.recommendation_id is None:
         field = recommender.list_field(
-            k, offset, exclude_seen, categories or (), exclude or (), filters, weights, strategy
+            k, offset, query.exclude_seen, categories, exclude, filters, weights, strategy
         )
         if field is not None:
             result = await recommender.kept(user_id, k, offset, field, model)
@@ -223,17 +222,17 @@ async def answer(
             user_id,
             k=k,
             offset=offset,
-            recommendation_id=recommendation_id,
-            exclude_seen=exclude_seen,
-            categories=categories or (),
-            exclude=exclude or (),
+            recommendation_id=query.recommendation_id,
+            exclude_seen=query.exclude_seen,
+            categories=categories,
+            exclude=exclude,
             attributes=filters,
             weights=weights,
             model=model,
             strategy=strategy,
         )
     items = [{"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in result.items]
-    answer = {
+    body = {
         "recommendation_id": result.recommendation_id,
         "user_id": result.user_id,
         "model_version": result.model_version,
@@ -248,7 +247,7 @@ async def answer(
             result.model_version,
             [item.item_id for item in result.items],
         )
-        answer["experiment"] = assignment.experiment.name
-        answer["variant"] = assignment.variant.name
+        body["experiment"] = assignment.experiment.name
+        body["variant"] = assignment.variant.name
     # The shape of RecommendationsOut (the documented response_model), serialised directly.
-    return Response(orjson.dumps(answer), media_type="application/json")
+    return Response(orjson.dumps(body), media_type="application/json")

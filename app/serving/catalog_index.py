@@ -319,6 +319,7 @@ class CatalogIndex:
                 if since is None:
                     listed, read = self._read_all(session, started - OVERLAP, seen, changed)
                 else:
+                    assert current is not None  # incremental reads follow a first load
                     listed, read = self._read_since(session, since, seen, changed, current)
             # Anchored at when this read started, not at the newest row seen: otherwise a
             # catalogue that stopped changing is re-read whole on every refresh.
@@ -353,7 +354,7 @@ class CatalogIndex:
         since: datetime,
         seen: dict[tuple[str, ...], Any],
         changed: list[ItemRules],
-        current: CatalogSnapshot | None,
+        current: CatalogSnapshot,
     ) -> tuple[IntArray, int]:
         """The items updated since ``since`` whose rules changed, into ``changed``.
 
@@ -374,11 +375,9 @@ class CatalogIndex:
             rows = session.execute(select(*_COLUMNS).where(Item.item_id.in_(chunk)))
             for row in rows:
                 rules = _rules(row, seen)
-                if current is not None:
-                    at = current.position.get(rules.item_id)
-                    if at is not None and current.items[at] == rules:
-                        continue
-                changed.append(rules)
+                at = current.position.get(rules.item_id)
+                if at is None or current.items[at] != rules:
+                    changed.append(rules)
         listed = np.unique(np.concatenate(versions)) if versions else _NONE_LISTED
         return listed, len(listed) + len(unknown)
 

@@ -48,6 +48,14 @@ KEY_OVERHEAD = 400
 FIELD_OVERHEAD = 100
 
 
+@dataclass(slots=True)
+class _Copies:
+    """The fields of one key copied, and the bytes they take, about."""
+
+    fields: dict[bytes, bytes]
+    size: int
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """Where the Redis server listens and how to log in."""
@@ -92,9 +100,8 @@ class TrackedHashes:
         self.retry_seconds = RECONNECT_SECONDS
         # Set when the server refuses the handshake: then nothing is ever copied.
         self.unsupported = False
-        self._copies: OrderedDict[bytes, dict[bytes, bytes]] = OrderedDict()
-        self._sizes: dict[bytes, int] = {}  # bytes each key's copies take, about
-        self._bytes = 0
+        self._copies: OrderedDict[bytes, _Copies] = OrderedDict()
+        self._bytes = 0  # what every copy takes, about
         self._sock: socket.socket | None = None
         self._poll = select.poll()
         # Received bytes land here: a fresh buffer per read would be allocated (and, as large,
@@ -130,10 +137,10 @@ class TrackedHashes:
             return None
         if self._poll.poll(0):  # a readiness check is a quarter of a failed recv's cost
             self._receive()
-        fields = self._copies.get(key)
-        if fields is None:
+        copies = self._copies.get(key)
+        if copies is None:
             return None
-        value = fields.get(field)
+        value = copies.fields.get(field)
         if value is not None:
             self._copies.move_to_end(key)
         return value
@@ -281,23 +288,22 @@ class TrackedHashes:
     def _replied(self, message: Any) -> None:
         future, key, field = self._waiting.popleft()
         if key is not None and field is not None and isinstance(message, bytes):
-            copies = self._copies
-            fields = copies.get(key)
-            if fields is None:
-                fields = copies[key] = {}
+            copies = self._copies.get(key)
+            if copies is None:
+                copies = self._copies[key] = _Copies({}, 0)
                 added = len(key) + KEY_OVERHEAD
             else:
-                copies.move_to_end(key)
+                self._copies.move_to_end(key)
                 added = 0
-            previous = fields.get(field)
+            previous = copies.fields.get(field)
             if previous is not None:
                 added -= len(field) + len(previous) + FIELD_OVERHEAD
-            fields[field] = message
+            copies.fields[field] = message
             added += len(field) + len(message) + FIELD_OVERHEAD
-            self._sizes[key] = self._sizes.get(key, 0) + added
+            copies.size += added
             self._bytes += added
-            while self._bytes > self.max_bytes and copies:
-                self._forget(next(iter(copies)))
+            while self._bytes > self.max_bytes and self._copies:
+                self._forget(next(iter(self._copies)))
         if not future.done():
             future.set_result(message)
 
@@ -309,17 +315,17 @@ class TrackedHashes:
             TRACKED_INVALIDATIONS.inc(len(self._copies))
             self._forget_all()
             return
-        TRACKED_INVALIDATIONS.inc(len(keys))
-        for key in keys:
-            self._forget(key)
+        TRACKED_INVALIDATIONS.inc(sum(self._forget(key) for key in keys))
 
-    def _forget(self, key: bytes) -> None:
-        if self._copies.pop(key, None) is not None:
-            self._bytes -= self._sizes.pop(key)
+    def _forget(self, key: bytes) -> bool:
+        copies = self._copies.pop(key, None)
+        if copies is None:
+            return False
+        self._bytes -= copies.size
+        return True
 
     def _forget_all(self) -> None:
         self._copies.clear()
-        self._sizes.clear()
         self._bytes = 0
 
     def _lost(self, exc: BaseException | None) -> None:

@@ -47,11 +47,11 @@ def both(
         yield client
 
 
-def answers(client: TestClient, user: str, query: str, **options: Any) -> tuple[Any, Any]:
+def answers(client: TestClient, user: str, query: str) -> tuple[Any, Any]:
     """The route's answer and the declared endpoint's, each as (status, JSON body)."""
     results = []
     for path in ("/v1/users/{user_id}/recommendations", DECLARED):
-        response = client.get(path.format(user_id=user) + "?" + query, **options)
+        response = client.get(path.format(user_id=user) + "?" + query)
         results.append((response.status_code, response.json()))
     return results[0], results[1]
 

@@ -154,7 +154,7 @@ def test_a_lost_connection_forgets_every_copy_and_reconnects(
     run_tracked(check)
 
 
-def test_an_unreachable_server_fails_reads_quickly(settings: Settings) -> None:
+def test_an_unreachable_server_fails_reads_quickly() -> None:
     tracked = TrackedHashes(Address(port=1), timeout=1.0, max_bytes=10_000)
 
     async def check() -> None:
