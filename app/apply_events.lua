@@ -1,6 +1,6 @@
 -- Apply users' new events to their live profiles, atomically.
 --
--- KEYS: per user, the seven keys of profile_functions.lua. One user's keys share the user's
+-- KEYS: per user, the five keys of profile_functions.lua. One user's keys share the user's
 --       hash tag, so a call for one user runs on Redis Cluster too; a call for several users
 --       needs a standalone Redis.
 -- ARGV: half_life_seconds, recent_cap, then one JSON array with, per user (in KEYS order), the
@@ -11,12 +11,12 @@ local users = cjson.decode(ARGV[3])
 
 local applied = 0
 for u = 1, #users do
-  local k = (u - 1) * 7
-  local keys = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]}
-  local log = KEYS[k + 6]
+  local k = (u - 1) * 5
+  local keys = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]}
+  local log = KEYS[k + 4]
   local events = uncounted(keys[1], users[u])
   if #events > 0 then
-    redis.call('DEL', KEYS[k + 7])
+    redis.call('DEL', KEYS[k + 5])
     if redis.call('EXISTS', log) == 1 then
       for i = 1, #events do
         redis.call('RPUSH', log, cmsgpack.pack(events[i]))

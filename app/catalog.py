@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.engine import session_scope
 from app.db.models import Item
-from app.db.queries import as_utc, chunks, dialect_insert
+from app.db.queries import as_utc, chunks, dialect_insert, item_categories
 from app.errors import ItemNotFound, rejection
 from app.monitoring import ITEMS_WRITTEN
 from app.schemas import ItemBatchAck, ItemBatchResult, ItemIn, ItemOut
@@ -89,6 +89,11 @@ class Catalog:
             if item is None:
                 raise ItemNotFound(f"item {item_id!r} does not exist")
             return to_item_out(item)
+
+    def categories(self, item_ids: Sequence[str]) -> dict[str, list[str]]:
+        """item_id -> categories, for the given ids that exist."""
+        with self.sessions() as session:
+            return item_categories(session, item_ids)
 
     def hide(self, item_id: str, now: datetime | None = None) -> ItemOut:
         now = now or datetime.now(UTC)

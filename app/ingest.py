@@ -53,9 +53,9 @@ def _deadlock(exc: DBAPIError) -> bool:
 
 # What became of one event: (index in the batch, event_id, status, error).
 EventStatusRow = tuple[int, str | None, EventStatus, str | None]
-# What a batch's transaction answers: the event ids it inserted, item_id -> categories of the
-# items it found or stubbed, and the unknown items whose events it rejected.
-StoredBatch = tuple[set[str], dict[str, list[str]], set[str]]
+# What a batch's transaction answers: the event ids it inserted and the unknown items whose
+# events it rejected.
+StoredBatch = tuple[set[str], set[str]]
 # Stores a batch's rows under a batch id at a time, in one transaction; answers a StoredBatch.
 StoreRows = Callable[[list[EventRow], str, datetime], StoredBatch]
 
@@ -213,9 +213,9 @@ class EventIngestor:
 
         batch_id = str(uuid.uuid4())
         if rows:
-            stored, categories, unknown = (store or self.store_rows)(rows, batch_id, now)
+            stored, unknown = (store or self.store_rows)(rows, batch_id, now)
         else:
-            stored, categories, unknown = set(), {}, set()
+            stored, unknown = set(), set()
         new_events: list[ProfileEvent] = []
         for row in rows:
             index = row_index[row.event_id]
@@ -245,7 +245,7 @@ class EventIngestor:
                 counted[(row.type, "duplicate")] += 1
 
         if update_profiles:
-            profile = self._apply(new_events, categories, batch_id, now)
+            profile = self._apply(new_events, batch_id, now)
         else:
             profile = "pending" if stored else "unchanged"
 
@@ -285,17 +285,11 @@ class EventIngestor:
         with self._engine.connect() as conn:
             return store_events_sqlite(conn, rows, batch_id, now, stub_unknown)
 
-    def _apply(
-        self,
-        events: list[ProfileEvent],
-        categories: dict[str, list[str]],
-        batch_id: str,
-        now: datetime,
-    ) -> ProfileStatus:
+    def _apply(self, events: list[ProfileEvent], batch_id: str, now: datetime) -> ProfileStatus:
         if not events:
             return "unchanged"
         try:
-            self.profiles.apply(events, categories, now=now)
+            self.profiles.apply(events, now=now)
         except redis.RedisError as exc:
             # The events are committed; the pending marks make the reconciler rebuild these
             # profiles from the database once Redis answers again.

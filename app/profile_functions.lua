@@ -1,11 +1,14 @@
 -- Functions shared by apply_events.lua and replace_profile.lua (each script is this file
 -- followed by its own body).
 --
--- One user's keys, in this order: recent (zset), items (hash), cats (hash), counts (hash),
--- meta (hash), log (list), answers (hash: recommendations made from this profile, deleted by
--- every change of it). All share the user's hash tag.
+-- One user's keys, in this order: recent (zset), items (hash), meta (hash), log (list),
+-- answers (hash: recommendations made from this profile, deleted by every change of it). All
+-- share the user's hash tag.
 --
--- An event is the array [item_id, type, weight, epoch_seconds, recent_member, [category, ...]].
+-- ``meta`` holds the decay anchor, the last event time, the number of events and, per event
+-- type, ``count:<type>``: one read and one write of it per user and call, whatever the events.
+--
+-- An event is the array [item_id, type, weight, epoch_seconds, recent_member].
 --
 -- Decayed scores are stored relative to an anchor time: score * 2^((t - anchor) / half_life).
 -- Reading multiplies by 2^((anchor - now) / half_life). When a new event would push the
@@ -29,52 +32,57 @@ local function rescale(key, factor)
 end
 
 local function apply(keys, half_life, cap, events)
-  local recent, items, cats, counts, meta = keys[1], keys[2], keys[3], keys[4], keys[5]
-  local state = redis.call('HMGET', meta, 'anchor', 'last_event_at', 'events')
+  local recent, items, meta = keys[1], keys[2], keys[3]
+  -- The meta fields to read: the three scalars, then the count of each type among the events.
+  local fields = {'anchor', 'last_event_at', 'events'}
+  local slot = {}
+  for i = 1, #events do
+    local etype = events[i][2]
+    if slot[etype] == nil then
+      fields[#fields + 1] = 'count:' .. etype
+      slot[etype] = #fields
+    end
+  end
+  local state = redis.call('HMGET', meta, unpack(fields))
   local anchor = tonumber(state[1])
   local last = tonumber(state[2])
-  local count = string.format('%d', (tonumber(state[3]) or 0) + #events)
-  local anchor_moved = false
+  local total = (tonumber(state[3]) or 0) + #events
+  local counts = {}
+  for f = 4, #fields do
+    counts[f] = tonumber(state[f]) or 0
+  end
 
   for i = 1, #events do
     local event = events[i]
-    local item, etype, weight, ts, member, categories =
-      event[1], event[2], event[3], event[4], event[5], event[6]
+    local item, etype, weight, ts = event[1], event[2], event[3], event[4]
 
     if anchor == nil then
       anchor = ts
-      anchor_moved = true
     end
     local exponent = (ts - anchor) / half_life
     if exponent > 64 then
-      local factor = 2 ^ (-exponent)
-      rescale(items, factor)
-      rescale(cats, factor)
+      rescale(items, 2 ^ (-exponent))
       anchor = ts
       exponent = 0
-      anchor_moved = true
     end
-    local contribution = string.format('%.17g', weight * 2 ^ exponent)
-    redis.call('HINCRBYFLOAT', items, item, contribution)
-    for c = 1, #categories do
-      redis.call('HINCRBYFLOAT', cats, categories[c], contribution)
-    end
-    redis.call('HINCRBY', counts, etype, 1)
+    redis.call('HINCRBYFLOAT', items, item, string.format('%.17g', weight * 2 ^ exponent))
+    counts[slot[etype]] = counts[slot[etype]] + 1
     if last == nil or ts > last then
       last = ts
     end
   end
 
   -- ``recent`` holds at most one member per event counted: no trimming before it can be over.
-  if tonumber(count) > cap then
+  if total > cap then
     redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
   end
-  if anchor_moved then
-    redis.call('HSET', meta, 'anchor', string.format('%.17g', anchor),
-      'last_event_at', string.format('%.17g', last), 'events', count)
-  else
-    redis.call('HSET', meta, 'last_event_at', string.format('%.17g', last), 'events', count)
+  local written = {'anchor', string.format('%.17g', anchor), 'last_event_at',
+    string.format('%.17g', last), 'events', string.format('%d', total)}
+  for f = 4, #fields do
+    written[#written + 1] = fields[f]
+    written[#written + 1] = string.format('%d', counts[f])
   end
+  redis.call('HSET', meta, unpack(written))
   return #events
 end
 

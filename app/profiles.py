@@ -6,10 +6,13 @@ updates up to ``USERS_PER_SCRIPT_CALL`` users):
 
 - ``recent``: the newest ``profile_recent_max`` interactions, a sorted set scored by event time;
 - ``items``: per item, the sum of event-type weights with exponential time decay;
-- ``cats``: the same per category of the items;
-- ``counts``: events per type;
-- ``meta``: decay anchor, last event time, number of events;
+- ``meta``: decay anchor, last event time, number of events, and events per type
+  (``count:<type>``);
 - ``rebuild-log``: only while a rebuild from the database runs (see ``open_rebuild``).
+
+Category affinities are not stored: they are the item scores summed per category of the
+catalogue (``category_affinities``), the same sums a per-category score would hold, and an item
+whose categories change moves its weight with it.
 
 Globally, per time bucket: ``trending:<bucket>`` (items by positive weight) and
 ``activity:<bucket>`` (events per type), expiring after the retention window.
@@ -66,8 +69,6 @@ ANSWERS_MARKER = b"~"
 class UserKeys:
     recent: str
     items: str
-    cats: str
-    counts: str
     meta: str
     log: str
     # Recommendations made from the profile (app.serving.answers): every write deletes them.
@@ -75,24 +76,33 @@ class UserKeys:
 
     def all(self) -> list[str]:
         """The keys that hold the profile."""
-        return [self.recent, self.items, self.cats, self.counts, self.meta]
+        return [self.recent, self.items, self.meta]
 
     def script_keys(self) -> list[str]:
         """The keys the profile scripts take, in their order (``profile_functions.lua``)."""
-        return [self.recent, self.items, self.cats, self.counts, self.meta, self.log, self.answers]
+        return [self.recent, self.items, self.meta, self.log, self.answers]
+
+
+# The suffixes of a user's keys, in the order of ``UserKeys.script_keys``.
+_SUFFIXES = ("recent", "items", "meta", "rebuild-log", "answers")
+_SUFFIX_BYTES = tuple(suffix.encode() for suffix in _SUFFIXES)
+# Meta fields of the events per type.
+COUNT_FIELD = "count:"
+
+
+def _tag(user_id: str) -> str:
+    return f"{PREFIX}:{{u:{user_id}}}:"
 
 
 def user_keys(user_id: str) -> UserKeys:
-    tag = f"{PREFIX}:{{u:{user_id}}}"
-    return UserKeys(
-        f"{tag}:recent",
-        f"{tag}:items",
-        f"{tag}:cats",
-        f"{tag}:counts",
-        f"{tag}:meta",
-        f"{tag}:rebuild-log",
-        f"{tag}:answers",
-    )
+    tag = _tag(user_id)
+    return UserKeys(*(tag + suffix for suffix in _SUFFIXES))
+
+
+def _script_keys(user_id: str) -> list[bytes]:
+    """``user_keys(user_id).script_keys()`` as bytes, built for the write path's thousands."""
+    tag = _tag(user_id).encode()
+    return [tag + suffix for suffix in _SUFFIX_BYTES]
 
 
 def _script(name: str) -> str:
@@ -113,17 +123,35 @@ def event_weight(event_type: str, value: float | None, weights: Mapping[str, flo
     return weight
 
 
-def recent_member(event: ProfileEvent) -> bytes:
-    """The sorted-set member for one interaction; the same bytes live and when rebuilt."""
+def recent_member(event: ProfileEvent, epoch: float | None = None) -> bytes:
+    """The sorted-set member for one interaction; the same bytes live and when rebuilt.
+
+    ``epoch`` is ``event.epoch`` when the caller has it already.
+    """
     return orjson.dumps(
         {
             "event_id": event.event_id,
             "item_id": event.item_id,
             "type": event.type,
             "value": event.value,
-            "ts": event.epoch,
+            "ts": event.epoch if epoch is None else epoch,
         }
     )
+
+
+def category_affinities(
+    item_scores: Mapping[str, float], categories: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Per category, the sum of the scores of its items; highest first.
+
+    The same numbers as summing each event's weight into its item's categories, computed on
+    read from the catalogue's categories (``categories``: item_id -> categories).
+    """
+    sums: dict[str, float] = defaultdict(float)
+    for item_id, score in item_scores.items():
+        for category in categories.get(item_id, ()):
+            sums[category] += score
+    return dict(sorted(sums.items(), key=lambda kv: -kv[1]))
 
 
 @dataclass
@@ -133,7 +161,6 @@ class ProfileSnapshot:
     user_id: str
     recent: list[dict[str, Any]]
     item_scores: dict[str, float]
-    category_affinities: dict[str, float]
     counts: dict[str, int]
     events: int
     last_event_at: datetime | None
@@ -160,36 +187,26 @@ class ProfileStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def apply(
-        self,
-        events: Sequence[ProfileEvent],
-        categories: Mapping[str, Sequence[str]],
-        now: datetime | None = None,
-    ) -> None:
+    def apply(self, events: Sequence[ProfileEvent], now: datetime | None = None) -> None:
         """Apply newly stored events to their users' profiles and the global counters.
 
         One pipelined round trip: ``apply_events.lua`` calls, each for up to
         ``USERS_PER_SCRIPT_CALL`` users (one on Redis Cluster), and one call per trending bucket.
 
-        Parameters
-        ----------
-        events : the events, already committed to the database; one whose recent-list member
-            the profile holds already counts there and is skipped
-        categories : item_id -> the item's categories
+        ``events`` are already committed to the database; one whose recent-list member the
+        profile holds already counts there and is skipped.
         """
         if not events:
             return
         by_user: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        timed: list[tuple[float, float, ProfileEvent]] = []
+        weights = self.weights
         for event in events:
+            epoch = event.occurred_at.timestamp()
+            weight = event_weight(event.type, event.value, weights)
+            timed.append((epoch, weight, event))
             by_user[event.user_id].append(
-                (
-                    event.item_id,
-                    event.type,
-                    event_weight(event.type, event.value, self.weights),
-                    event.epoch,
-                    recent_member(event).decode(),
-                    tuple(categories.get(event.item_id, ())),
-                )
+                (event.item_id, event.type, weight, epoch, recent_member(event, epoch).decode())
             )
         pipe = self.client.pipeline(transaction=False)
         half_life, cap, sha = repr(self.half_life), str(self.recent_cap), self._apply_script.sha
@@ -200,12 +217,10 @@ class ProfileStore:
         for start in range(0, len(users), per_call):
             chunk = users[start : start + per_call]
             # Bytes: redis-py sends them as they are, without encoding each one again.
-            keys = [
-                key.encode() for user_id, _ in chunk for key in user_keys(user_id).script_keys()
-            ]
+            keys = [key for user_id, _ in chunk for key in _script_keys(user_id)]
             args = dumps([user_events for _, user_events in chunk])
             pipe.evalsha(sha, len(keys), *keys, half_life, cap, args)
-        self._add_counters(pipe, events, now or datetime.now(UTC))
+        self._add_counters(pipe, timed, now or datetime.now(UTC))
         self._execute(pipe)
 
     def _execute(self, pipe: Any) -> None:
@@ -216,16 +231,18 @@ class ProfileStore:
     def _bucket(self, epoch: float) -> int:
         return int(epoch // self.bucket_seconds)
 
-    def _add_counters(self, pipe: Any, events: Iterable[ProfileEvent], now: datetime) -> None:
+    def _add_counters(
+        self, pipe: Any, timed: Iterable[tuple[float, float, ProfileEvent]], now: datetime
+    ) -> None:
+        """Add events, as (epoch, weight, event), to the trending and activity buckets."""
         oldest = self._bucket(now.timestamp()) - self.retention_buckets + 1
         trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         activity: dict[int, Counter[str]] = defaultdict(Counter)
-        for event in events:
-            bucket = self._bucket(event.epoch)
+        for epoch, weight, event in timed:
+            bucket = self._bucket(epoch)
             if bucket < oldest:
                 continue
             activity[bucket][event.type] += 1
-            weight = event_weight(event.type, event.value, self.weights)
             if weight > 0:
                 trending[bucket][event.item_id] += weight
         for bucket in set(trending) | set(activity):
@@ -257,11 +274,7 @@ class ProfileStore:
                 pipe.execute()
         pipe.execute()
 
-    def replace_users(
-        self,
-        events_by_user: Mapping[str, Sequence[ProfileEvent]],
-        categories: Mapping[str, Sequence[str]],
-    ) -> None:
+    def replace_users(self, events_by_user: Mapping[str, Sequence[ProfileEvent]]) -> None:
         """Replace whole profiles with ones computed from each user's complete event history.
 
         One script call per user, all in one round trip; each is atomic, so a reader never sees
@@ -272,12 +285,12 @@ class ProfileStore:
         pipe = self.client.pipeline(transaction=False)
         half_life, cap = repr(self.half_life), str(self.recent_cap)
         for user_id, events in events_by_user.items():
-            built = self.compute_profile(events, categories)
+            built = self.compute_profile(events)
+            meta = {k: str(v) for k, v in built["meta"].items()}
+            meta.update((COUNT_FIELD + k, str(v)) for k, v in built["counts"].items())
             payload = {
                 "items": built["items"],
-                "cats": built["cats"],
-                "counts": {k: str(v) for k, v in built["counts"].items()},
-                "meta": {k: str(v) for k, v in built["meta"].items()},
+                "meta": meta,
                 "recent": [
                     [repr(score), member.decode()] for member, score in built["recent"].items()
                 ],
@@ -296,38 +309,36 @@ class ProfileStore:
         pipe = self.client.pipeline(transaction=False)
         for bucket in range(current - self.retention_buckets + 1, current + 2):
             pipe.delete(trending_key(bucket), activity_key(bucket))
-        self._add_counters(pipe, events, now)
+        weights = self.weights
+        timed = (
+            (event.epoch, event_weight(event.type, event.value, weights), event) for event in events
+        )
+        self._add_counters(pipe, timed, now)
         self._execute(pipe)
 
-    def compute_profile(
-        self, events: Sequence[ProfileEvent], categories: Mapping[str, Sequence[str]]
-    ) -> dict[str, dict[Any, Any]]:
+    def compute_profile(self, events: Sequence[ProfileEvent]) -> dict[str, dict[Any, Any]]:
         """What ``apply_events.lua`` builds from ``events``, computed in one pass.
 
         The anchor is the newest event, so every exponent is at most zero.
         """
         if not events:
-            return {"items": {}, "cats": {}, "counts": {}, "recent": {}, "meta": {}}
+            return {"items": {}, "counts": {}, "recent": {}, "meta": {}}
         # Each event's epoch once: converting a datetime is most of the per-event cost here.
         timed = sorted(((e.epoch, e) for e in events), key=_first)
         anchor = timed[-1][0]
         items: dict[str, float] = defaultdict(float)
-        cats: dict[str, float] = defaultdict(float)
         counts: Counter[str] = Counter()
         for epoch, event in timed:
             contribution = event_weight(event.type, event.value, self.weights) * 2.0 ** (
                 (epoch - anchor) / self.half_life
             )
             items[event.item_id] += contribution
-            for category in categories.get(event.item_id, ()):
-                cats[category] += contribution
             counts[event.type] += 1
-        members = sorted(((epoch, recent_member(e)) for epoch, e in timed), reverse=True)
+        members = sorted(((epoch, recent_member(e, epoch)) for epoch, e in timed), reverse=True)
         recent = {member: epoch for epoch, member in members[: self.recent_cap]}
         meta = {"anchor": repr(anchor), "last_event_at": repr(anchor), "events": len(events)}
         return {
             "items": {k: repr(v) for k, v in items.items()},
-            "cats": {k: repr(v) for k, v in cats.items()},
             "counts": dict(counts),
             "recent": recent,
             "meta": meta,
@@ -353,13 +364,18 @@ class ProfileStore:
             pipe.expire(keys.answers, self.answers_seconds)
         pipe.zrevrange(keys.recent, 0, -1)
         pipe.hgetall(keys.items)
-        pipe.hgetall(keys.cats)
-        pipe.hgetall(keys.counts)
         pipe.hgetall(keys.meta)
         answers = pipe.execute()
         marker = answers[1] if mark is not None else None
-        recent_raw, items_raw, cats_raw, counts_raw, meta_raw = answers[-5:]
-        meta = {_text(k): _text(v) for k, v in meta_raw.items()}
+        recent_raw, items_raw, meta_raw = answers[-3:]
+        meta: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        for key, value in meta_raw.items():
+            field_, text = _text(key), _text(value)
+            if field_.startswith(COUNT_FIELD):
+                counts[field_[len(COUNT_FIELD) :]] = int(text)
+            else:
+                meta[field_] = text
         anchor = float(meta.get("anchor", now.timestamp()))
         factor = 2.0 ** ((anchor - now.timestamp()) / self.half_life)
         last = meta.get("last_event_at")
@@ -367,8 +383,7 @@ class ProfileStore:
             user_id=user_id,
             recent=[orjson.loads(member) for member in recent_raw],
             item_scores=_decayed(items_raw, factor),
-            category_affinities=_decayed(cats_raw, factor),
-            counts={_text(k): int(v) for k, v in counts_raw.items()},
+            counts=counts,
             events=int(meta.get("events", 0)),
             last_event_at=datetime.fromtimestamp(float(last), UTC) if last else None,
             as_of=now,

@@ -20,7 +20,6 @@ from app.db.models import Event, PendingProfileUpdate
 from app.db.queries import (
     as_utc,
     chunks,
-    item_categories,
     profile_events_query,
     user_events_query,
 )
@@ -69,9 +68,7 @@ class ProfileRebuilder:
                             occurred_at=as_utc(row.occurred_at),
                         )
                     )
-                items = {e.item_id for events in by_user.values() for e in events}
-                categories = item_categories(session, sorted(items))
-            self.profiles.replace_users(by_user, categories)
+            self.profiles.replace_users(by_user)
             rebuilt += len(chunk)
             PROFILE_REBUILDS.inc(len(chunk))
         return rebuilt

@@ -1,17 +1,16 @@
 -- Replace one user's live profile with one built from the database, atomically.
 --
--- KEYS: the user's seven keys of profile_functions.lua.
+-- KEYS: the user's five keys of profile_functions.lua.
 -- ARGV: half_life_seconds, recent_cap, then one JSON object: the built profile
---       {"items": {item: score}, "cats": {category: score}, "counts": {type: n},
---       "meta": {field: value}, "recent": [[epoch, member], ...]}.
+--       {"items": {item: score}, "meta": {field: value}, "recent": [[epoch, member], ...]}.
 --
 -- The events applied live since the rebuild opened ``log`` that the built profile does not
 -- count (the database read did not see them) are applied again on top; then ``log`` is closed.
 local half_life = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local built = cjson.decode(ARGV[3])
-local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
-local log = KEYS[6]
+local keys = {KEYS[1], KEYS[2], KEYS[3]}
+local log = KEYS[4]
 
 -- Redis commands take their arguments from the Lua stack: a few thousand at a time.
 local function in_chunks(command, key, flat)
@@ -30,11 +29,9 @@ local function hash_fields(map)
   return flat
 end
 
-redis.call('DEL', keys[1], keys[2], keys[3], keys[4], keys[5], KEYS[7])
+redis.call('DEL', keys[1], keys[2], keys[3], KEYS[5])
 in_chunks('HSET', keys[2], hash_fields(built['items']))
-in_chunks('HSET', keys[3], hash_fields(built['cats']))
-in_chunks('HSET', keys[4], hash_fields(built['counts']))
-in_chunks('HSET', keys[5], hash_fields(built['meta']))
+in_chunks('HSET', keys[3], hash_fields(built['meta']))
 local recent = {}
 for i = 1, #built['recent'] do
   recent[#recent + 1] = built['recent'][i][1]

@@ -348,7 +348,9 @@ class UserProfile(BaseModel):
         description="Per item: event-type weights with exponential time decay; dislikes count "
         "against."
     )
-    category_affinities: dict[str, float]
+    category_affinities: dict[str, float] = Field(
+        description="Per category of the catalogue, the sum of the item scores of its items."
+    )
     counts: dict[str, int] = Field(description="Events per type.")
     events: int
     last_event_at: datetime | None

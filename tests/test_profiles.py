@@ -36,6 +36,36 @@ def test_scores_follow_event_weights_and_half_life(client: TestClient) -> None:
     assert profile["counts"] == {"click": 1, "rating": 1, "dislike": 1}
 
 
+def test_category_affinities_sum_the_item_scores_per_catalogue_category(
+    client: TestClient,
+) -> None:
+    client.put("/v1/items/a", json={"title": "A", "categories": ["shoes", "sale"]})
+    client.put("/v1/items/b", json={"title": "B", "categories": ["shoes"]})
+    events = [
+        {"user_id": "u", "item_id": "a", "type": "purchase"},
+        {"user_id": "u", "item_id": "b", "type": "view"},
+        {"user_id": "u", "item_id": "b", "type": "dislike"},
+        {"user_id": "u", "item_id": "unlisted", "type": "click"},
+    ]
+    assert client.post("/v1/events/batch", json={"events": events}).json()["accepted"] == 4
+    profile = client.get("/v1/users/u/profile").json()
+    scores = profile["item_scores"]
+    # purchase 8; view 1 + dislike -4 = -3; a stub item has no categories.
+    assert profile["category_affinities"] == {
+        "sale": pytest.approx(scores["a"]),
+        "shoes": pytest.approx(scores["a"] + scores["b"]),
+    }
+    assert list(profile["category_affinities"]) == ["sale", "shoes"]  # highest first
+    # A recategorised item moves its weight with it, as a rebuild from the database would.
+    client.put("/v1/items/b", json={"title": "B", "categories": ["boots"]})
+    moved = client.get("/v1/users/u/profile").json()["category_affinities"]
+    assert moved == {
+        "shoes": pytest.approx(scores["a"]),
+        "sale": pytest.approx(scores["a"]),
+        "boots": pytest.approx(scores["b"]),
+    }
+
+
 def test_recent_is_newest_first_by_event_time_and_capped(
     settings: Settings, services: Services
 ) -> None:
@@ -102,7 +132,6 @@ def _comparable(store: ProfileStore, user_id: str, now: datetime) -> dict[str, o
     return {
         "recent": snapshot.recent,
         "items": snapshot.item_scores,
-        "cats": snapshot.category_affinities,
         "counts": snapshot.counts,
         "events": snapshot.events,
         "last": snapshot.last_event_at,
@@ -114,13 +143,12 @@ def _assert_same_profile(live: dict[str, object], rebuilt: dict[str, object]) ->
     assert rebuilt["counts"] == live["counts"]
     assert rebuilt["events"] == live["events"]
     assert rebuilt["last"] == live["last"]
-    for key in ("items", "cats"):
-        live_scores, rebuilt_scores = live[key], rebuilt[key]
-        assert isinstance(live_scores, dict)
-        assert isinstance(rebuilt_scores, dict)
-        assert rebuilt_scores.keys() == live_scores.keys()
-        for name, score in live_scores.items():
-            assert rebuilt_scores[name] == pytest.approx(score, rel=1e-9, abs=1e-12)
+    live_scores, rebuilt_scores = live["items"], rebuilt["items"]
+    assert isinstance(live_scores, dict)
+    assert isinstance(rebuilt_scores, dict)
+    assert rebuilt_scores.keys() == live_scores.keys()
+    for name, score in live_scores.items():
+        assert rebuilt_scores[name] == pytest.approx(score, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("half_life_days", [30.0, 0.5])
@@ -250,7 +278,7 @@ def test_an_event_the_rebuild_saw_is_not_applied_again_when_its_live_update_come
     before = _comparable(services.profiles, "w", now)
     assert before["events"] == 2
 
-    services.profiles.apply(stored, {}, now=now)  # the late live updates
+    services.profiles.apply(stored, now=now)  # the late live updates
 
     after = _comparable(services.profiles, "w", now)
     _assert_same_profile(before, after)
@@ -269,6 +297,6 @@ def test_applying_the_same_events_twice_counts_them_once(services: Services) -> 
     ]
     assert services.ingestor.ingest_raw(events, now=now).accepted == 3
     before = _comparable(services.profiles, "r", now)
-    services.profiles.apply(_db_events(services, "r"), {}, now=now)
+    services.profiles.apply(_db_events(services, "r"), now=now)
     _assert_same_profile(before, _comparable(services.profiles, "r", now))
     assert before["events"] == 3

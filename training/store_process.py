@@ -69,7 +69,7 @@ def _serve(connection: Connection, url: str) -> None:
         rows, batch_id, now, stub_unknown = request
         try:
             with engine.connect() as db:
-                stored, _categories, unknown = store_events_sqlite(
+                stored, unknown = store_events_sqlite(
                     db, [EventRow._make(row) for row in rows], batch_id, now, stub_unknown
                 )
         except Exception as exc:  # sent back, raised in the importer
@@ -96,9 +96,6 @@ class SQLiteStoreProcess:
     """A ``store`` for ``EventIngestor.ingest`` that runs the batch's transaction in a child
     process, on its own connection to the same SQLite file; one batch at a time, in the order
     they are handed over, from any thread.
-
-    The items' categories stay in the child: only a live profile update needs them, and an
-    import that updates live profiles stores its batches in-process.
     """
 
     def __init__(self, database_url: str, stub_unknown: bool) -> None:
@@ -153,7 +150,7 @@ class SQLiteStoreProcess:
         if kind == "error":
             raise answer
         skipped, unknown = answer
-        return {row.event_id for row in rows} - skipped, {}, unknown
+        return {row.event_id for row in rows} - skipped, unknown
 
     def close(self) -> None:
         """Let the process finish the batch in hand and exit; terminate it if it does not."""

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 
 import redis
 from fastapi import APIRouter
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import ServicesDep
 from app.auth import RequireRead
 from app.errors import ServiceUnavailable
+from app.profiles import category_affinities
 from app.schemas import ErrorResponse, RecentInteraction, UserIdPath, UserProfile
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -19,7 +21,12 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
     "/{user_id}/profile",
     response_model=UserProfile,
     dependencies=[RequireRead],
-    responses={503: {"model": ErrorResponse, "description": "The profile store is unreachable."}},
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "The profile store, or the catalogue it is read with, is unreachable.",
+        }
+    },
 )
 def get_profile(
     user_id: UserIdPath,
@@ -30,6 +37,10 @@ def get_profile(
         snapshot = services.profiles.read(user_id, now=datetime.now(UTC))
     except redis.RedisError as exc:
         raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
+    try:
+        categories = services.catalog.categories(list(snapshot.item_scores))
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable(f"the catalogue (database) is unreachable: {exc}") from None
     return UserProfile(
         user_id=snapshot.user_id,
         recent=[
@@ -43,7 +54,7 @@ def get_profile(
             for r in snapshot.recent
         ],
         item_scores=snapshot.item_scores,
-        category_affinities=snapshot.category_affinities,
+        category_affinities=category_affinities(snapshot.item_scores, categories),
         counts=snapshot.counts,
         events=snapshot.events,
         last_event_at=snapshot.last_event_at,

@@ -71,9 +71,9 @@ def item_categories(session: Session, item_ids: Sequence[str]) -> dict[str, list
 
 
 # The whole write of a batch in one statement (so in one transaction when run in autocommit):
-# read the categories of the batch's known items, add stubs for unknown ones (or leave their
-# events out), insert the events whose event_id is new, mark their users' profiles as pending,
-# and answer with the new event ids and the categories. The events arrive as one JSON array
+# find the batch's known items, add stubs for unknown ones (or leave their events out), insert
+# the events whose event_id is new, mark their users' profiles as pending, and answer with the
+# new event ids and the unknown items left out. The events arrive as one JSON array
 # parameter: one value to send and to parse, whatever the batch size.
 STORE_EVENTS_POSTGRESQL = """
 WITH input AS (
@@ -82,7 +82,7 @@ WITH input AS (
         e->>6 AS recommendation_id, (e->>7)::json AS context
     FROM jsonb_array_elements(%(events)s::jsonb) AS e
 ), known AS (
-    SELECT item_id, categories FROM items
+    SELECT item_id FROM items
     WHERE item_id = ANY(ARRAY(SELECT DISTINCT item_id FROM input))
 ), stubs AS (
     INSERT INTO items (
@@ -109,13 +109,16 @@ WITH input AS (
     SELECT %(batch_id)s, json_agg(DISTINCT user_id ORDER BY user_id), %(now)s FROM new
     HAVING count(*) > 0
 )
-SELECT
-    (SELECT array_agg(event_id) FROM new),
-    (SELECT json_object_agg(item_id, categories)::text FROM known)
+SELECT (SELECT array_agg(event_id) FROM new), {unknown}
 """
-STORE_WITH_STUBS = STORE_EVENTS_POSTGRESQL.format(stub_unknown="true", only_known="")
+STORE_WITH_STUBS = STORE_EVENTS_POSTGRESQL.format(
+    stub_unknown="true", only_known="", unknown="NULL::text[]"
+)
 STORE_KNOWN_ONLY = STORE_EVENTS_POSTGRESQL.format(
-    stub_unknown="false", only_known="WHERE item_id IN (SELECT item_id FROM known)"
+    stub_unknown="false",
+    only_known="WHERE item_id IN (SELECT item_id FROM known)",
+    unknown="(SELECT array_agg(DISTINCT item_id) FROM input "
+    "WHERE item_id NOT IN (SELECT item_id FROM known))",
 )
 
 
@@ -125,12 +128,12 @@ def store_events_postgresql(
     batch_id: str,
     now: datetime,
     stub_unknown: bool,
-) -> tuple[set[str], dict[str, list[str]], set[str]]:
+) -> tuple[set[str], set[str]]:
     """Store a batch of event rows with one PostgreSQL statement, whatever its size.
 
     Run it in autocommit mode and it is its own transaction. Returns the event ids actually
-    inserted, item_id -> categories for every item of the batch that exists afterwards, and the
-    items that do not (always empty with ``stub_unknown``).
+    inserted and the batch's items that do not exist (always none with ``stub_unknown``), whose
+    events were left out.
     """
     events = orjson.dumps(
         [
@@ -150,17 +153,8 @@ def store_events_postgresql(
     ).decode()
     statement = STORE_WITH_STUBS if stub_unknown else STORE_KNOWN_ONLY
     params = {"events": events, "batch_id": batch_id, "now": now}
-    inserted, found = connection.exec_driver_sql(statement, params).one()
-    loaded: dict[str, Any] = orjson.loads(found) if found else {}
-    categories: dict[str, list[str]] = {}
-    for item_id, cats in loaded.items():
-        categories[item_id] = cats if isinstance(cats, list) else list(cats or [])
-    unknown = {row.item_id for row in rows} - set(categories)
-    if stub_unknown:
-        for item_id in unknown:
-            categories[item_id] = []
-        unknown = set()
-    return set(inserted or ()), categories, unknown
+    inserted, unknown = connection.exec_driver_sql(statement, params).one()
+    return set(inserted or ()), set(unknown or ())
 
 
 INSERT_EVENTS_SQLITE = (
@@ -183,7 +177,7 @@ def store_events_sqlite(
     batch_id: str,
     now: datetime,
     stub_unknown: bool,
-) -> tuple[set[str], dict[str, list[str]], set[str]]:
+) -> tuple[set[str], set[str]]:
     """Store a batch of event rows in one SQLite write transaction; what
     ``store_events_postgresql`` does, with the same answer.
 
@@ -200,24 +194,20 @@ def store_events_sqlite(
     cursor.execute("BEGIN IMMEDIATE")
     try:
         item_ids = list(dict.fromkeys(row.item_id for row in rows))
-        categories: dict[str, list[str]] = {}
+        known: set[str] = set()
         for chunk in chunks(item_ids):
             marks = ", ".join("?" * len(chunk))
             found = cursor.execute(
-                f"SELECT item_id, categories FROM items WHERE item_id IN ({marks})",  # noqa: S608
+                f"SELECT item_id FROM items WHERE item_id IN ({marks})",  # noqa: S608
                 chunk,
             ).fetchall()
-            for item_id, cats in found:
-                loaded = orjson.loads(cats) if cats else []
-                categories[item_id] = loaded if isinstance(loaded, list) else []
-        unknown = {item_id for item_id in item_ids if item_id not in categories}
+            known.update(item_id for (item_id,) in found)
+        unknown = {item_id for item_id in item_ids if item_id not in known}
         if unknown and stub_unknown:
             created = sqlite_datetime(now)
             cursor.executemany(
                 INSERT_STUBS_SQLITE, [(item_id, created, created) for item_id in sorted(unknown)]
             )
-            for item_id in unknown:
-                categories[item_id] = []
             unknown = set()
         existing: set[str] = set()
         event_ids = [row.event_id for row in rows]
@@ -257,7 +247,7 @@ def store_events_sqlite(
         raise
     finally:
         cursor.close()
-    return {row.event_id for row in new}, categories, unknown
+    return {row.event_id for row in new}, unknown
 
 
 def sqlite_datetime(value: datetime) -> str:

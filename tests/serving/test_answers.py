@@ -205,7 +205,7 @@ def test_a_list_made_from_a_profile_changed_since_is_not_stored(
         value=None,
         occurred_at=datetime.now(UTC),
     )
-    services.profiles.apply([event], {})
+    services.profiles.apply([event])
     pipe = services.redis.pipeline(transaction=False)
     answers.store(pipe, user, field, b"marker-1", "rec-1", {"ids": []}, 1, 2.0)
     assert execute_scripts(services.redis, pipe, [answers.script]) == [0]

@@ -152,7 +152,6 @@ def profile(recent: list[dict[str, Any]], scores: dict[str, float], events: int)
         user_id="u",
         recent=recent,
         item_scores=scores,
-        category_affinities={},
         counts={},
         events=events,
         last_event_at=now - timedelta(days=30),

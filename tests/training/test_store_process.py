@@ -40,10 +40,10 @@ def test_it_answers_as_the_ingestor_does(sqlite_services: Services) -> None:
     process = SQLiteStoreProcess(services.settings.sqlalchemy_url, stub_unknown=False)
     try:
         first = rows("a", ["i1", "i1", "ghost"], now)
-        stored, categories, unknown = process(first, "batch-1", now)
-        assert (stored, categories, unknown) == ({"a0", "a1"}, {}, {"ghost"})
+        stored, unknown = process(first, "batch-1", now)
+        assert (stored, unknown) == ({"a0", "a1"}, {"ghost"})
         again = process(first, "batch-2", now)
-        assert again == (set(), {}, {"ghost"})
+        assert again == (set(), {"ghost"})
     finally:
         process.close()
     assert count_rows(services, "events") == 2
@@ -58,7 +58,7 @@ def test_it_finishes_its_batches_through_ctrl_c(sqlite_services: Services) -> No
     process = SQLiteStoreProcess(services.settings.sqlalchemy_url, stub_unknown=True)
     try:
         os.kill(process.pid, signal.SIGINT)
-        stored, _, _ = process(rows("b", ["i1", "i2", "i3"], now), "batch-1", now)
+        stored, _ = process(rows("b", ["i1", "i2", "i3"], now), "batch-1", now)
     finally:
         process.close()
     assert stored == {"b0", "b1", "b2"}
@@ -108,7 +108,7 @@ def test_a_failed_transaction_comes_back_as_its_error(sqlite_services: Services)
         bad = [EventRow("d0", "u0", "i1", "view", None, now, now, None, {"not": {1, 2}})]
         with pytest.raises(TypeError):
             process(bad, "batch-1", now)
-        stored, _, _ = process(rows("d", ["i1"], now), "batch-2", now)
+        stored, _ = process(rows("d", ["i1"], now), "batch-2", now)
     finally:
         process.close()
     assert stored == {"d0"}
