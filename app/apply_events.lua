@@ -17,12 +17,12 @@ for u = 1, #users do
   local events = uncounted(keys[1], users[u])
   if #events > 0 then
     redis.call('DEL', KEYS[k + 5])
-    if redis.call('EXISTS', log) == 1 then
+    if apply(keys, half_life, cap, events) and redis.call('EXISTS', log) == 1 then
       for i = 1, #events do
         redis.call('RPUSH', log, cmsgpack.pack(events[i]))
       end
     end
-    applied = applied + apply(keys, half_life, cap, events)
+    applied = applied + #events
   end
 end
 return applied

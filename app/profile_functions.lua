@@ -7,6 +7,8 @@
 --
 -- ``meta`` holds the decay anchor, the last event time, the number of events and, per event
 -- type, ``count:<type>``: one read and one write of it per user and call, whatever the events.
+-- While a rebuild runs it also holds ``rebuilding`` (see below), which the next replacement of
+-- the profile drops.
 --
 -- An event is the array [item_id, type, weight, epoch_seconds, recent_member].
 --
@@ -22,7 +24,8 @@
 --
 -- While a profile is rebuilt from the database (see ProfileRebuilder.rebuild_users), ``log``
 -- exists and every event applied live is appended to it, so the rebuild can apply again those
--- its database read did not see.
+-- its database read did not see. ``meta``'s ``rebuilding`` field says to look for ``log``: the
+-- read of ``meta`` answers that for nothing on every other update.
 
 local function rescale(key, factor)
   local flat = redis.call('HGETALL', key)
@@ -31,10 +34,11 @@ local function rescale(key, factor)
   end
 end
 
+-- Counts ``events`` in the profile; answers whether a rebuild of it may be running.
 local function apply(keys, half_life, cap, events)
   local recent, items, meta = keys[1], keys[2], keys[3]
-  -- The meta fields to read: the three scalars, then the count of each type among the events.
-  local fields = {'anchor', 'last_event_at', 'events'}
+  -- The meta fields to read: four scalars, then the count of each type among the events.
+  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding'}
   local slot = {}
   for i = 1, #events do
     local etype = events[i][2]
@@ -48,7 +52,7 @@ local function apply(keys, half_life, cap, events)
   local last = tonumber(state[2])
   local total = (tonumber(state[3]) or 0) + #events
   local counts = {}
-  for f = 4, #fields do
+  for f = 5, #fields do
     counts[f] = tonumber(state[f]) or 0
   end
 
@@ -78,12 +82,12 @@ local function apply(keys, half_life, cap, events)
   end
   local written = {'anchor', string.format('%.17g', anchor), 'last_event_at',
     string.format('%.17g', last), 'events', string.format('%d', total)}
-  for f = 4, #fields do
+  for f = 5, #fields do
     written[#written + 1] = fields[f]
     written[#written + 1] = string.format('%d', counts[f])
   end
   redis.call('HSET', meta, unpack(written))
-  return #events
+  return state[4] ~= false
 end
 
 -- The events not counted yet: those whose member was not in ``recent``, where it is now added

@@ -88,6 +88,8 @@ _SUFFIXES = ("recent", "items", "meta", "rebuild-log", "answers")
 _SUFFIX_BYTES = tuple(suffix.encode() for suffix in _SUFFIXES)
 # Meta fields of the events per type.
 COUNT_FIELD = "count:"
+# The meta field that is there while a rebuild of the profile may run (``open_rebuild``).
+REBUILDING_FIELD = "rebuilding"
 
 
 def _tag(user_id: str) -> str:
@@ -265,11 +267,13 @@ class ProfileStore:
         database read of a rebuild, and ``replace_users`` after it."""
         pipe = self.client.pipeline(transaction=False)
         for user_id in user_ids:
-            log = user_keys(user_id).log
+            keys = user_keys(user_id)
             # An empty entry only makes the list exist; the scripts skip it.
-            pipe.delete(log)
-            pipe.rpush(log, "")
-            pipe.expire(log, REBUILD_LOG_SECONDS)
+            pipe.delete(keys.log)
+            pipe.rpush(keys.log, "")
+            pipe.expire(keys.log, REBUILD_LOG_SECONDS)
+            # Tells the live updates to look for the log; replacing the profile drops it.
+            pipe.hset(keys.meta, REBUILDING_FIELD, "1")
             if self._cluster:
                 pipe.execute()
         pipe.execute()
