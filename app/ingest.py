@@ -16,7 +16,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,6 +106,38 @@ class ConfirmedBatches:
             self._batch_ids.extend(batch_ids)
 
 
+class KnownItems:
+    """Item ids known to be in the catalogue, so that a batch of only such items can skip the
+    catalogue lookup: the service never deletes an item's row (``DELETE`` hides it).
+
+    The ids seen stored, at most ``limit`` (when full it starts afresh, which only costs
+    lookups), and the ids ``listed`` answers: the catalogue index's, in the API.
+    """
+
+    def __init__(
+        self, limit: int = 200_000, listed: Callable[[], Container[str] | None] | None = None
+    ) -> None:
+        self._limit = limit
+        self._listed = listed
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    def cover(self, item_ids: set[str]) -> bool:
+        """Whether every id in ``item_ids`` is known to exist."""
+        with self._lock:
+            missing = item_ids - self._ids
+        if not missing:
+            return True
+        listed = self._listed() if self._listed is not None else None
+        return listed is not None and all(item_id in listed for item_id in missing)
+
+    def add(self, item_ids: set[str]) -> None:
+        with self._lock:
+            if len(self._ids) + len(item_ids) > self._limit:
+                self._ids.clear()
+            self._ids.update(item_ids)
+
+
 class EventIngestor:
     """Validates, stores and applies events."""
 
@@ -115,11 +147,13 @@ class EventIngestor:
         profiles: ProfileStore,
         settings: Settings,
         confirmed: ConfirmedBatches | None = None,
+        known_items: KnownItems | None = None,
     ) -> None:
         self.sessions = sessions
         self.profiles = profiles
         self.settings = settings
         self.confirmed = confirmed or ConfirmedBatches()
+        self.known_items = known_items or KnownItems()
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
             raise TypeError("the sessionmaker must be bound to an Engine")
@@ -266,6 +300,8 @@ class EventIngestor:
         """Store the rows not stored before, with their users' pending marks under
         ``batch_id``, in one transaction that has committed when this returns."""
         stub_unknown = self.settings.unknown_items == "stub"
+        items = {row.item_id for row in rows}
+        items_known = self.known_items.cover(items)
         if self._engine.dialect.name == "postgresql":
             # One statement in its own transaction: no BEGIN/COMMIT round trips, and the answer
             # comes back only once the commit is durable.
@@ -274,7 +310,11 @@ class EventIngestor:
                     with self._engine.connect().execution_options(
                         isolation_level="AUTOCOMMIT"
                     ) as conn:
-                        return store_events_postgresql(conn, rows, batch_id, now, stub_unknown)
+                        stored, unknown = store_events_postgresql(
+                            conn, rows, batch_id, now, stub_unknown, items_known
+                        )
+                    self.known_items.add(items - unknown)
+                    return stored, unknown
                 except DBAPIError as exc:
                     # Two batches holding the same new event ids in opposite orders wait for
                     # each other; PostgreSQL then aborts one of the statements, which stored
@@ -283,7 +323,11 @@ class EventIngestor:
                         raise
                     log.info("batch %s met a deadlock, storing it again", batch_id)
         with self._engine.connect() as conn:
-            return store_events_sqlite(conn, rows, batch_id, now, stub_unknown)
+            stored, unknown = store_events_sqlite(
+                conn, rows, batch_id, now, stub_unknown, items_known
+            )
+        self.known_items.add(items - unknown)
+        return stored, unknown
 
     def _apply(self, events: list[ProfileEvent], batch_id: str, now: datetime) -> ProfileStatus:
         if not events:

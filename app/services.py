@@ -22,7 +22,7 @@ from app.catalog import Catalog
 from app.config import Settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
 from app.experiments.runtime import ExperimentRuntime
-from app.ingest import EventIngestor
+from app.ingest import EventIngestor, KnownItems
 from app.profiles import ProfileStore
 from app.reconcile import ProfileRebuilder, Reconciler
 from app.serving.catalog_index import CatalogIndex
@@ -159,7 +159,9 @@ class Services:
             sessions=sessions,
             redis=client,
             profiles=profiles,
-            ingestor=EventIngestor(sessions, profiles, settings),
+            ingestor=EventIngestor(
+                sessions, profiles, settings, known_items=KnownItems(listed=catalog_index.listed)
+            ),
             rebuilder=ProfileRebuilder(sessions, profiles),
             catalog=Catalog(sessions),
             models=models,

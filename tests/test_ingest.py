@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from app.db.models import Event, Item
-from app.schemas import EventBatchAck
+from app.ingest import EventIngestor, KnownItems
+from app.schemas import EventBatchAck, ItemIn
 from app.services import Services
-from tests.conftest import count_rows
+from tests.conftest import count_rows, make_settings
 
 
 def _event(n: int, user: str = "u1", item: str = "i1", kind: str = "click") -> dict[str, object]:
@@ -128,6 +129,63 @@ def test_event_for_unknown_item_creates_a_stub(client: TestClient, services: Ser
     assert item is not None
     assert item.is_stub
     assert not item.hidden
+
+
+@pytest.mark.parametrize("unknown_items", ["stub", "reject"])
+def test_items_seen_stored_spare_the_lookup_and_new_ones_still_get_theirs(
+    services: Services, unknown_items: str
+) -> None:
+    """Once a batch has stored events for an item, later batches naming only such items skip
+    the catalogue lookup; a batch with one new item among them takes it again."""
+    settings = make_settings(services.settings, unknown_items=unknown_items)
+    ingestor = EventIngestor(services.sessions, services.profiles, settings)
+    services.catalog.upsert([ItemIn(item_id="known")])
+    first = ingestor.ingest_raw([{"user_id": "u", "item_id": "known", "type": "view"}])
+    assert first.accepted == 1
+    assert ingestor.known_items.cover({"known"})
+
+    again = ingestor.ingest_raw(
+        [
+            {"user_id": "u", "item_id": "known", "type": "click"},
+            {"user_id": "u", "item_id": "new", "type": "click"},
+        ]
+    )
+    with services.sessions() as session:
+        stub = session.get(Item, "new")
+    if unknown_items == "stub":
+        assert (again.accepted, again.rejected) == (2, 0)
+        assert stub is not None
+        assert stub.is_stub
+        assert ingestor.known_items.cover({"known", "new"})
+    else:
+        assert (again.accepted, again.rejected) == (1, 1)
+        assert stub is None
+        assert not ingestor.known_items.cover({"new"})
+    # Only known items again: stored, nothing rejected.
+    third = ingestor.ingest_raw([{"user_id": "v", "item_id": "known", "type": "purchase"}])
+    assert third.accepted == 1
+    assert count_rows(services, "events") == (4 if unknown_items == "stub" else 3)
+
+
+def test_known_items_start_afresh_when_full() -> None:
+    known = KnownItems(limit=3)
+    known.add({"a", "b"})
+    assert known.cover({"a", "b"})
+    known.add({"c", "d"})  # over the limit: only the newest are kept
+    assert known.cover({"c", "d"})
+    assert not known.cover({"a"})
+
+
+def test_known_items_include_the_catalogue_index(services: Services) -> None:
+    """In the API the catalogue index's items count as known; before it loads, none do."""
+    known = KnownItems(listed=services.catalog_index.listed)
+    services.catalog.upsert([ItemIn(item_id="listed")])
+    assert not known.cover({"listed"})
+    services.catalog_index.refresh(full=True)
+    assert known.cover({"listed"})
+    assert not known.cover({"listed", "elsewhere"})
+    known.add({"elsewhere"})
+    assert known.cover({"listed", "elsewhere"})
 
 
 def test_events_for_hidden_items_are_still_recorded(client: TestClient, services: Services) -> None:

@@ -111,6 +111,12 @@ WITH input AS (
 )
 SELECT (SELECT array_agg(event_id) FROM new), {unknown}
 """
+# The same when every item of the batch is known to exist (``EventIngestor`` remembers the items
+# it has seen stored; the service never deletes an item row): no catalogue lookup, no stubs.
+STORE_ITEMS_KNOWN = (
+    STORE_EVENTS_POSTGRESQL[: STORE_EVENTS_POSTGRESQL.index("), known AS (")]
+    + STORE_EVENTS_POSTGRESQL[STORE_EVENTS_POSTGRESQL.index("), new AS (") :]
+).format(only_known="", unknown="NULL::text[]")
 STORE_WITH_STUBS = STORE_EVENTS_POSTGRESQL.format(
     stub_unknown="true", only_known="", unknown="NULL::text[]"
 )
@@ -128,12 +134,14 @@ def store_events_postgresql(
     batch_id: str,
     now: datetime,
     stub_unknown: bool,
+    items_known: bool = False,
 ) -> tuple[set[str], set[str]]:
     """Store a batch of event rows with one PostgreSQL statement, whatever its size.
 
     Run it in autocommit mode and it is its own transaction. Returns the event ids actually
     inserted and the batch's items that do not exist (always none with ``stub_unknown``), whose
-    events were left out.
+    events were left out. ``items_known`` says every item of the batch exists already, which
+    spares the statement its catalogue lookup.
     """
     events = orjson.dumps(
         [
@@ -151,7 +159,10 @@ def store_events_postgresql(
             for row in rows
         ]
     ).decode()
-    statement = STORE_WITH_STUBS if stub_unknown else STORE_KNOWN_ONLY
+    if items_known:
+        statement = STORE_ITEMS_KNOWN
+    else:
+        statement = STORE_WITH_STUBS if stub_unknown else STORE_KNOWN_ONLY
     params = {"events": events, "batch_id": batch_id, "now": now}
     inserted, unknown = connection.exec_driver_sql(statement, params).one()
     return set(inserted or ()), set(unknown or ())
@@ -177,6 +188,7 @@ def store_events_sqlite(
     batch_id: str,
     now: datetime,
     stub_unknown: bool,
+    items_known: bool = False,
 ) -> tuple[set[str], set[str]]:
     """Store a batch of event rows in one SQLite write transaction; what
     ``store_events_postgresql`` does, with the same answer.
@@ -193,7 +205,7 @@ def store_events_sqlite(
     cursor = driver.cursor()
     cursor.execute("BEGIN IMMEDIATE")
     try:
-        item_ids = list(dict.fromkeys(row.item_id for row in rows))
+        item_ids = [] if items_known else list(dict.fromkeys(row.item_id for row in rows))
         known: set[str] = set()
         for chunk in chunks(item_ids):
             marks = ", ".join("?" * len(chunk))

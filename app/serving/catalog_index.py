@@ -305,6 +305,12 @@ class CatalogIndex:
         """The current snapshot, None before the first load (which this does not start)."""
         return self._snapshot
 
+    def listed(self) -> dict[str, int] | None:
+        """The ids of the items in the current snapshot (None before the first load): every one
+        is in the database, as items are hidden, never deleted."""
+        snapshot = self._snapshot
+        return None if snapshot is None else snapshot.position
+
     def refresh(self, full: bool = False) -> CatalogSnapshot:
         """Read items changed since the last refresh (every item when ``full``)."""
         with self._lock:
