@@ -10,8 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.main import create_app
 from app.profiles import ProfileEvent, ProfileStore, activity_key, trending_key, user_keys
 from app.services import Services
+from tests.conftest import make_settings
 
 
 def _ts(days_ago: float, now: datetime) -> str:
@@ -64,6 +66,28 @@ def test_category_affinities_sum_the_item_scores_per_catalogue_category(
         "sale": pytest.approx(scores["a"]),
         "boots": pytest.approx(scores["b"]),
     }
+
+
+def test_profile_says_which_store_is_unreachable(
+    settings: Settings, services: Services, dead_redis_url: str
+) -> None:
+    """503 naming Redis when the profile cannot be read; naming the database when the
+    catalogue its affinities are summed with cannot."""
+    services.profiles.apply([ProfileEvent("e1", "u", "a", "click", None, datetime.now(UTC))])
+    no_redis = make_settings(settings, redis_url=dead_redis_url, redis_timeout_seconds=0.5)
+    with TestClient(create_app(no_redis)) as api:
+        response = api.get("/v1/users/u/profile")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "ServiceUnavailable"
+    assert "(Redis) is unreachable" in response.json()["detail"]
+    no_database = make_settings(
+        settings, database_url="postgresql://postgres@127.0.0.1:1/none", auto_migrate=False
+    )
+    with TestClient(create_app(no_database)) as api:
+        response = api.get("/v1/users/u/profile")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "ServiceUnavailable"
+    assert "(database) is unreachable" in response.json()["detail"]
 
 
 def test_recent_is_newest_first_by_event_time_and_capped(
