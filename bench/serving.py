@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -509,6 +510,9 @@ def measure_mode(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: the load generator (Debian: apt-get install wrk)")
+        return 2
     args.results_dir.mkdir(parents=True, exist_ok=True)
     var_dir = args.var_dir or Path(tempfile.mkdtemp(prefix="recsys-serving-"))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
