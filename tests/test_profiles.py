@@ -11,7 +11,14 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from app.profiles import ProfileEvent, ProfileStore, activity_key, trending_key, user_keys
+from app.profiles import (
+    ProfileEvent,
+    ProfileStore,
+    _script_keys,
+    activity_key,
+    trending_key,
+    user_keys,
+)
 from app.services import Services
 from tests.conftest import make_settings
 
@@ -128,6 +135,14 @@ def test_user_keys_share_one_cluster_slot() -> None:
     keys = user_keys("user:{odd}id")
     tags = {key[key.index("{") + 1 : key.index("}")] for key in keys.all()}
     assert tags == {"u:user:{odd"}
+
+
+def test_the_write_path_sends_the_same_keys_the_scripts_document() -> None:
+    """The live update builds a user's script keys as bytes on its own; they are the keys of
+    ``UserKeys.script_keys`` (recent, items, meta, log, answers), byte for byte."""
+    for user_id in ("u1", "user:{odd}id", "ünï"):
+        expected = [key.encode() for key in user_keys(user_id).script_keys()]
+        assert _script_keys(user_id) == expected
 
 
 def _random_events(
