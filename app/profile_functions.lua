@@ -10,7 +10,9 @@
 -- While a rebuild runs it also holds ``rebuilding`` (see below), which the next replacement of
 -- the profile drops.
 --
--- An event is the array [item_id, type, weight, epoch_seconds, recent_member].
+-- An event is the array [item_id, type, weight, epoch_seconds, recent_member]; epoch_seconds
+-- comes as text (Python's repr of the float), which is what ``recent`` and ``meta`` store, so
+-- that the script need not format it again (events logged by older versions carry a number).
 --
 -- Decayed scores are stored relative to an anchor time: score * 2^((t - anchor) / half_life).
 -- Reading multiplies by 2^((anchor - now) / half_life). When a new event would push the
@@ -26,6 +28,14 @@
 -- exists and every event applied live is appended to it, so the rebuild can apply again those
 -- its database read did not see. ``meta``'s ``rebuilding`` field says to look for ``log``: the
 -- read of ``meta`` answers that for nothing on every other update.
+
+-- A timestamp as stored: the text it came as, or a number formatted exactly.
+local function as_text(epoch)
+  if type(epoch) == 'string' then
+    return epoch
+  end
+  return string.format('%.17g', epoch)
+end
 
 local function rescale(key, factor)
   local flat = redis.call('HGETALL', key)
@@ -55,24 +65,26 @@ local function apply(keys, half_life, cap, events)
   for f = 5, #fields do
     counts[f] = tonumber(state[f]) or 0
   end
+  -- The anchor's and the last event time's new texts, when they change.
+  local anchor_text, last_text
 
   for i = 1, #events do
     local event = events[i]
-    local item, etype, weight, ts = event[1], event[2], event[3], event[4]
+    local item, etype, weight, ts = event[1], event[2], event[3], tonumber(event[4])
 
     if anchor == nil then
-      anchor = ts
+      anchor, anchor_text = ts, event[4]
     end
     local exponent = (ts - anchor) / half_life
     if exponent > 64 then
       rescale(items, 2 ^ (-exponent))
-      anchor = ts
+      anchor, anchor_text = ts, event[4]
       exponent = 0
     end
     redis.call('HINCRBYFLOAT', items, item, string.format('%.17g', weight * 2 ^ exponent))
     counts[slot[etype]] = counts[slot[etype]] + 1
     if last == nil or ts > last then
-      last = ts
+      last, last_text = ts, event[4]
     end
   end
 
@@ -80,8 +92,15 @@ local function apply(keys, half_life, cap, events)
   if total > cap then
     redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
   end
-  local written = {'anchor', string.format('%.17g', anchor), 'last_event_at',
-    string.format('%.17g', last), 'events', string.format('%d', total)}
+  local written = {'events', string.format('%d', total)}
+  if anchor_text ~= nil then
+    written[#written + 1] = 'anchor'
+    written[#written + 1] = as_text(anchor_text)
+  end
+  if last_text ~= nil then
+    written[#written + 1] = 'last_event_at'
+    written[#written + 1] = as_text(last_text)
+  end
   for f = 5, #fields do
     written[#written + 1] = fields[f]
     written[#written + 1] = string.format('%d', counts[f])

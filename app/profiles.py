@@ -207,8 +207,15 @@ class ProfileStore:
             epoch = event.occurred_at.timestamp()
             weight = event_weight(event.type, event.value, weights)
             timed.append((epoch, weight, event))
+            # The time as text: the script stores it as it is instead of formatting it again.
             by_user[event.user_id].append(
-                (event.item_id, event.type, weight, epoch, recent_member(event, epoch).decode())
+                (
+                    event.item_id,
+                    event.type,
+                    weight,
+                    repr(epoch),
+                    recent_member(event, epoch).decode(),
+                )
             )
         pipe = self.client.pipeline(transaction=False)
         half_life, cap, sha = repr(self.half_life), str(self.recent_cap), self._apply_script.sha

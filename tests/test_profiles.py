@@ -339,3 +339,28 @@ def test_applying_the_same_events_twice_counts_them_once(services: Services) -> 
     services.profiles.apply(_db_events(services, "r"), now=now)
     _assert_same_profile(before, _comparable(services.profiles, "r", now))
     assert before["events"] == 3
+
+
+def test_meta_keeps_the_anchor_and_the_newest_event_time_exactly(services: Services) -> None:
+    """The decay anchor is the first event's time and stays put; the last event time is the
+    newest event's, whatever order events arrive in; both as the exact float."""
+    first = datetime(2026, 11, 27, 8, 0, 0, 123457, tzinfo=UTC)
+    events = [
+        ProfileEvent("m1", "m", "a", "view", None, first),
+        ProfileEvent("m2", "m", "b", "click", None, first + timedelta(hours=3, microseconds=7)),
+    ]
+    services.profiles.apply(events, now=first + timedelta(hours=4))
+    # An older event arriving late counts, and moves neither time.
+    late = ProfileEvent("m3", "m", "c", "view", None, first + timedelta(hours=1))
+    services.profiles.apply([late], now=first + timedelta(hours=4))
+
+    meta = {k.decode(): v.decode() for k, v in services.redis.hgetall(user_keys("m").meta).items()}
+    assert float(meta["anchor"]) == first.timestamp()
+    assert float(meta["last_event_at"]) == events[1].occurred_at.timestamp()
+    assert meta["events"] == "3"
+    snapshot = services.profiles.read("m", now=first + timedelta(hours=4))
+    assert snapshot.last_event_at == events[1].occurred_at
+    assert [r["event_id"] for r in snapshot.recent] == ["m2", "m3", "m1"]
+    assert [r["ts"] for r in snapshot.recent] == [
+        e.occurred_at.timestamp() for e in (events[1], late, events[0])
+    ]
