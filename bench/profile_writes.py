@@ -1,0 +1,187 @@
+"""Where Redis spends its time on the live-profile write of event ingestion.
+
+Applies the ingestion benchmark's events (same users, items and mix) to live profiles through
+``ProfileStore.apply``, the call the ingestion path makes after each database commit, batch by
+batch, and reports per 1,000 events:
+
+- the Redis server's CPU (``INFO cpu``), median and range over chunks of batches;
+- per command, from ``INFO commandstats``: calls and the time Redis counts for it (wall time
+  inside the server, including what the scripts' own commands take);
+- the same again for the two parts of the write alone: the per-user profile scripts and the
+  global trending/activity counters.
+
+Run from the project root::
+
+    .venv/bin/python bench/profile_writes.py --redis-url redis://127.0.0.1:6379/13
+
+The Redis database named is flushed, and its server's command statistics are reset: give it a
+database of its own on a server nothing else uses while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest import EventFactory  # noqa: E402  (bench/ is the script's own directory)
+
+from app.config import Settings  # noqa: E402
+from app.profiles import ProfileEvent, ProfileStore  # noqa: E402
+
+Batch = list[ProfileEvent]
+
+
+class ProfileScriptsOnly(ProfileStore):
+    """The write without the global trending and activity counters."""
+
+    def _add_counters(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+def make_batches(count: int, size: int, users: int, items: int, seed: int) -> list[Batch]:
+    factory = EventFactory(users, items, seed)
+    now = datetime.now(UTC)
+    batches = []
+    for _ in range(count):
+        batch = []
+        for _ in range(size):
+            e = factory.event(now)
+            batch.append(
+                ProfileEvent(
+                    e["event_id"],
+                    e["user_id"],
+                    e["item_id"],
+                    e["type"],
+                    e.get("value"),
+                    datetime.fromisoformat(e["timestamp"]),
+                )
+            )
+        batches.append(batch)
+    return batches
+
+
+def server_cpu(client: redis.Redis) -> float:
+    info: dict[str, Any] = client.info("cpu")  # type: ignore[assignment]
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def command_stats(client: redis.Redis) -> dict[str, tuple[int, float]]:
+    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"]))
+        for name, v in stats.items()
+    }
+
+
+def measure(
+    client: redis.Redis,
+    write: Callable[[Batch], None],
+    batches: Sequence[Batch],
+    warmup: int,
+    chunk: int,
+) -> dict[str, Any]:
+    """Flush, warm the profiles up with ``warmup`` batches, then measure the rest."""
+    client.flushdb()
+    for batch in batches[:warmup]:
+        write(batch)
+    client.config_resetstat()
+    events = 0
+    per_chunk: list[float] = []
+    rest = batches[warmup:]
+    for start in range(0, len(rest), chunk):
+        part = rest[start : start + chunk]
+        before = server_cpu(client)
+        for batch in part:
+            write(batch)
+        n = sum(len(b) for b in part)
+        events += n
+        per_chunk.append((server_cpu(client) - before) / n * 1e6)
+    stats = command_stats(client)
+    for ours in ("info", "config|resetstat"):
+        stats.pop(ours, None)
+    return {
+        "cpu_ms": per_chunk,
+        "commands": {
+            name: (calls / events * 1000, usec / events)
+            for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1])
+        },
+    }
+
+
+def report(title: str, result: dict[str, Any]) -> None:
+    cpu = result["cpu_ms"]
+    print(f"\n== {title} ==")
+    print(
+        f"Redis CPU per 1,000 events: median {statistics.median(cpu):.2f} ms "
+        f"({min(cpu):.2f}-{max(cpu):.2f} over {len(cpu)} chunks)"
+    )
+    print(f"{'command':<20} {'calls/1000 ev':>14} {'ms/1000 ev':>11}")
+    for name, (calls, ms) in result["commands"].items():
+        if calls >= 0.5:
+            print(f"{name:<20} {calls:>14.0f} {ms:>11.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", required=True, help="a database of its own: flushed")
+    parser.add_argument("--batches", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=50, help="batches before measuring")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--chunk", type=int, default=10, help="batches per CPU reading")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=20261126)
+    args = parser.parse_args(argv)
+    if args.batches <= args.warmup:
+        parser.error("--batches must exceed --warmup")
+
+    client = redis.Redis.from_url(args.redis_url)
+    store = ProfileStore(client, Settings())
+    batches = make_batches(args.batches, args.batch_size, args.users, args.items, args.seed)
+    now = datetime.now(UTC)
+    print(
+        f"{args.batches - args.warmup} batches of {args.batch_size} measured after "
+        f"{args.warmup}; {args.users:,} users, {args.items:,} items; "
+        f"Redis {client.info('server')['redis_version']}"
+    )
+
+    profiles_only = ProfileScriptsOnly(client, Settings())
+
+    def counters_only(batch: Batch) -> None:
+        pipe = client.pipeline(transaction=False)
+        store._add_counters(
+            pipe, [(e.occurred_at.timestamp(), store.weights[e.type], e) for e in batch], now
+        )
+        store._execute(pipe)
+
+    started = time.monotonic()
+    report(
+        "the whole write (ProfileStore.apply)",
+        measure(client, lambda b: store.apply(b, now), batches, args.warmup, args.chunk),
+    )
+    report(
+        "profile scripts alone",
+        measure(client, lambda b: profiles_only.apply(b, now), batches, args.warmup, args.chunk),
+    )
+    report(
+        "trending and activity counters alone",
+        measure(client, counters_only, batches, args.warmup, args.chunk),
+    )
+    client.flushdb()
+    print(f"\n{time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
