@@ -8,7 +8,8 @@
 -- ``meta`` holds the decay anchor, the last event time, the number of events and, per event
 -- type, ``count:<type>``: one read and one write of it per user and call, whatever the events.
 -- While a rebuild runs it also holds ``rebuilding`` (see below), which the next replacement of
--- the profile drops.
+-- the profile drops. ``kept`` is 1 once lists were stored in ``answers``
+-- (app/serving/answers.py): an update deletes ``answers`` only then, and clears it.
 --
 -- An event is the array [item_id, type, weight, epoch_seconds, recent_member]; epoch_seconds
 -- comes as text (Python's repr of the float), which is what ``recent`` and ``meta`` store, so
@@ -44,11 +45,12 @@ local function rescale(key, factor)
   end
 end
 
--- Counts ``events`` in the profile; answers whether a rebuild of it may be running.
+-- Counts ``events`` in the profile (``keys``: recent, items, meta, answers); answers whether a
+-- rebuild of it may be running.
 local function apply(keys, half_life, cap, events)
   local recent, items, meta = keys[1], keys[2], keys[3]
-  -- The meta fields to read: four scalars, then the count of each type among the events.
-  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding'}
+  -- The meta fields to read: five scalars, then the count of each type among the events.
+  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
   local slot = {}
   for i = 1, #events do
     local etype = events[i][2]
@@ -62,7 +64,7 @@ local function apply(keys, half_life, cap, events)
   local last = tonumber(state[2])
   local total = (tonumber(state[3]) or 0) + #events
   local counts = {}
-  for f = 5, #fields do
+  for f = 6, #fields do
     counts[f] = tonumber(state[f]) or 0
   end
   -- The anchor's and the last event time's new texts, when they change.
@@ -93,6 +95,11 @@ local function apply(keys, half_life, cap, events)
     redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
   end
   local written = {'events', string.format('%d', total)}
+  if state[5] == '1' then
+    redis.call('DEL', keys[4])
+    written[#written + 1] = 'kept'
+    written[#written + 1] = '0'
+  end
   if anchor_text ~= nil then
     written[#written + 1] = 'anchor'
     written[#written + 1] = as_text(anchor_text)
@@ -101,7 +108,7 @@ local function apply(keys, half_life, cap, events)
     written[#written + 1] = 'last_event_at'
     written[#written + 1] = as_text(last_text)
   end
-  for f = 5, #fields do
+  for f = 6, #fields do
     written[#written + 1] = fields[f]
     written[#written + 1] = string.format('%d', counts[f])
   end

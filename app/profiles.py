@@ -7,8 +7,10 @@ updates up to ``USERS_PER_SCRIPT_CALL`` users):
 - ``recent``: the newest ``profile_recent_max`` interactions, a sorted set scored by event time;
 - ``items``: per item, the sum of event-type weights with exponential time decay;
 - ``meta``: decay anchor, last event time, number of events, and events per type
-  (``count:<type>``);
-- ``rebuild-log``: only while a rebuild from the database runs (see ``open_rebuild``).
+  (``count:<type>``); the token of the last rebuild from the database, and whether ``answers``
+  may hold lists;
+- ``rebuild-log``: only while a rebuild from the database runs (see ``open_rebuild``);
+- ``answers``: lists of recommendations made from the profile (``app.serving.answers``).
 
 Category affinities are not stored: they are the item scores summed per category of the
 catalogue (``category_affinities``), the same sums a per-category score would hold, and an item
@@ -21,6 +23,7 @@ Globally, per time bucket: ``trending:<bucket>`` (items by positive weight) and
 from __future__ import annotations
 
 import math
+import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,8 +64,11 @@ class ProfileEvent(NamedTuple):
 # While a rebuild runs, the events applied live are logged for it; the log expires if the
 # rebuild dies.
 REBUILD_LOG_SECONDS = 300
-# The field of a user's answers hash that says which profile its lists were made from.
-ANSWERS_MARKER = b"~"
+# Meta fields: set while the user's answers hash may hold lists (app.serving.answers), so that
+# a profile write deletes the hash only then; and a token each rebuild from the database writes
+# anew, which with the number of events counted makes the profile's version (``read``).
+KEPT_FIELD = "kept"
+GENERATION_FIELD = "generation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,8 @@ class UserKeys:
     items: str
     meta: str
     log: str
-    # Recommendations made from the profile (app.serving.answers): every write deletes them.
+    # Recommendations made from the profile (app.serving.answers): a write of the profile
+    # deletes them.
     answers: str
 
     def all(self) -> list[str]:
@@ -167,8 +174,8 @@ class ProfileSnapshot:
     events: int
     last_event_at: datetime | None
     as_of: datetime
-    # The marker of the user's answers hash when the read asked for it (``read``'s ``mark``).
-    answers_marker: bytes | None = None
+    # The profile's version: it changes with every write of the profile (``read``).
+    version: bytes = b"/"
 
 
 class ProfileStore:
@@ -179,7 +186,6 @@ class ProfileStore:
         self.weights = dict(settings.event_weights)
         self.half_life = settings.profile_half_life_seconds
         self.recent_cap = settings.profile_recent_max
-        self.answers_seconds = max(settings.answer_cache_seconds, 1)
         self.bucket_seconds = settings.trending_bucket_seconds
         self.retention_buckets = settings.trending_retention_buckets
         self._apply_script = client.register_script(_script("apply_events.lua"))
@@ -298,6 +304,7 @@ class ProfileStore:
         for user_id, events in events_by_user.items():
             built = self.compute_profile(events)
             meta = {k: str(v) for k, v in built["meta"].items()}
+            meta[GENERATION_FIELD] = secrets.token_hex(8)
             meta.update((COUNT_FIELD + k, str(v)) for k, v in built["counts"].items())
             payload = {
                 "items": built["items"],
@@ -357,28 +364,21 @@ class ProfileStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(
-        self, user_id: str, now: datetime | None = None, mark: bytes | None = None
-    ) -> ProfileSnapshot:
+    def read(self, user_id: str, now: datetime | None = None) -> ProfileSnapshot:
         """The user's profile, scores decayed to ``now``; empty for an unknown user.
 
-        ``mark`` first sets the marker of the user's answers hash unless one is there
-        (``app.serving.answers``); the snapshot's ``answers_marker`` is the marker found. Every
-        profile write deletes it, so while it is unchanged the profile is the one read here.
+        ``meta`` is read first, so the snapshot's ``version`` (the events counted and the
+        rebuild's token) is never newer than what was read with it: a list made from the
+        snapshot is kept only while the version is still the profile's
+        (``app.serving.answers``).
         """
         now = now or datetime.now(UTC)
         keys = user_keys(user_id)
         pipe = self.client.pipeline(transaction=False)
-        if mark is not None:
-            pipe.hsetnx(keys.answers, ANSWERS_MARKER, mark)
-            pipe.hget(keys.answers, ANSWERS_MARKER)
-            pipe.expire(keys.answers, self.answers_seconds)
+        pipe.hgetall(keys.meta)
         pipe.zrevrange(keys.recent, 0, -1)
         pipe.hgetall(keys.items)
-        pipe.hgetall(keys.meta)
-        answers = pipe.execute()
-        marker = answers[1] if mark is not None else None
-        recent_raw, items_raw, meta_raw = answers[-3:]
+        meta_raw, recent_raw, items_raw = pipe.execute()
         meta: dict[str, str] = {}
         counts: dict[str, int] = {}
         for key, value in meta_raw.items():
@@ -398,7 +398,7 @@ class ProfileStore:
             events=int(meta.get("events", 0)),
             last_event_at=datetime.fromtimestamp(float(last), UTC) if last else None,
             as_of=now,
-            answers_marker=marker,
+            version=profile_version(meta.get("events"), meta.get(GENERATION_FIELD)),
         )
 
     def ping(self) -> bool:
@@ -465,6 +465,11 @@ def trending_key(bucket: int) -> str:
 
 def activity_key(bucket: int) -> str:
     return f"{PREFIX}:activity:{bucket}"
+
+
+def profile_version(events: str | None, generation: str | None) -> bytes:
+    """The version of a profile from its meta fields, as the answers' store script makes it."""
+    return f"{events or ''}/{generation or ''}".encode()
 
 
 def _text(value: bytes | str) -> str:

@@ -9,7 +9,7 @@
 local half_life = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local built = cjson.decode(ARGV[3])
-local keys = {KEYS[1], KEYS[2], KEYS[3]}
+local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[5]}
 local log = KEYS[4]
 
 -- Redis commands take their arguments from the Lua stack: a few thousand at a time.

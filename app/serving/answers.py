@@ -6,11 +6,13 @@ repeats one is answered with the list made before, under the same ``recommendati
 without reading the profile or scoring anything. What keeps that exact:
 
 - Lists live in the user's ``answers`` hash, beside the profile under the user's hash tag, one
-  field per set of parameters. Every profile write (an event applied, a rebuild) deletes the
-  hash in the same script, so the request after an event ranks anew.
-- A list is stored only if no profile write happened since its profile was read: the read sets
-  a marker in the hash (unless one is there) and the store succeeds only while the marker it
-  saw is still there.
+  field per set of parameters. The store also sets the profile's ``kept`` field, and every
+  profile write (an event applied, a rebuild) that finds it set deletes the hash in the same
+  script, so the request after an event ranks anew; writes for users with no lists kept skip
+  the deletion.
+- A list is stored only if no profile write happened since its profile was read: the read
+  takes the profile's version (the number of events counted and the token of its last
+  rebuild) before its contents, and the store succeeds only while the version is unchanged.
 - A kept list names the model version and the catalogue's fingerprint it was made with and is
   used only while both are the ones served, and until it expires: after
   ``answer_cache_seconds``, or earlier when an item's availability window opens or closes.
@@ -39,7 +41,7 @@ import redis
 import redis.asyncio as aredis
 
 from app.monitoring import RECOMMENDATION_CACHE
-from app.profiles import ANSWERS_MARKER, user_keys
+from app.profiles import GENERATION_FIELD, KEPT_FIELD, user_keys
 from app.serving.filters import AttributeFilter
 from app.serving.tracking import TrackedHashes
 
@@ -49,19 +51,20 @@ MAX_LISTS = 16
 # At most one warning this often about failed reads of kept lists.
 WARN_EVERY_SECONDS = 10.0
 
-# KEYS: the user's answers hash. ARGV: marker, field, list, max_lists, seconds.
+# KEYS: the user's answers hash and profile meta hash. ARGV: the profile's version as read
+# (``app.profiles.profile_version``), field, list, max_lists, seconds.
 STORE_LUA = """
-local marker = redis.call('HGET', KEYS[1], '~')
-if marker ~= ARGV[1] then return 0 end
-if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[4]) then
+local now = redis.call('HMGET', KEYS[2], 'events', 'generation')
+if (now[1] or '') .. '/' .. (now[2] or '') ~= ARGV[1] then return 0 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], '~', ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[2], 'kept', '1')
 return 1
 """
-assert ANSWERS_MARKER == b"~"  # STORE_LUA's literal
+assert (GENERATION_FIELD, KEPT_FIELD) == ("generation", "kept")  # STORE_LUA's literals
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +162,10 @@ class AnswerCache:
             kept = orjson.loads(raw)
             found = Kept(kept["id"], kept["model_version"], kept["catalog"], kept["until"], kept)
             current = (
-                found.model_version == model_version
+                # Lists stored before profiles noted that they keep lists carry no "profile":
+                # an event since need not have deleted them.
+                "profile" in kept
+                and found.model_version == model_version
                 and found.catalog == catalog
                 and now < found.until
             )
@@ -191,17 +197,33 @@ class AnswerCache:
         pipe: Any,
         user_id: str,
         field: bytes,
-        marker: bytes,
+        version: bytes,
         recommendation_id: str,
         payload: dict[str, Any],
         catalog: int,
         until: float,
     ) -> None:
         """Queue the store of a list on ``pipe`` (a pipeline of :attr:`client`, run by
-        ``app.profiles.execute_scripts`` with :attr:`script`); it keeps the list only if
-        ``marker`` (from the profile read) is still the user's."""
+        ``app.profiles.execute_scripts`` with :attr:`script`); it keeps the list only if the
+        profile's ``version`` (from the read it was made from) is still the profile's."""
         kept = orjson.dumps(
-            {**payload, "id": recommendation_id, "catalog": catalog, "until": until}
+            {
+                **payload,
+                "id": recommendation_id,
+                "catalog": catalog,
+                "until": until,
+                "profile": version.decode(),
+            }
         )
-        key = user_keys(user_id).answers
-        pipe.evalsha(self.script.sha, 1, key, marker, field, kept, MAX_LISTS, self.seconds)
+        keys = user_keys(user_id)
+        pipe.evalsha(
+            self.script.sha,
+            2,
+            keys.answers,
+            keys.meta,
+            version,
+            field,
+            kept,
+            MAX_LISTS,
+            self.seconds,
+        )

@@ -236,8 +236,7 @@ class Recommender:
         field = self.list_field(
             k, offset, exclude_seen, categories, exclude, attributes, weights, strategy
         )
-        marker = None if field is None or model is None else secrets.token_hex(8).encode()
-        profile = self._profile(user_id, now, marker)
+        profile = self._profile(user_id, now)
         allowed = snapshot.eligible(now.timestamp())
         if categories:
             allowed &= snapshot.in_categories(categories)
@@ -290,11 +289,11 @@ class Recommender:
         keep = None
         if (
             field is not None
-            and profile.answers_marker is not None
+            and model is not None
             and all(s.reason != TRENDING_REASON for s in ranked)
         ):
             until = min(now.timestamp() + self.answers.seconds, snapshot.next_change(now))
-            keep = (field, profile.answers_marker, snapshot.fingerprint, until)
+            keep = (field, profile.version, snapshot.fingerprint, until)
         self._store(recommendation_id, user_id, version, ranked, keep)
         return RecommendationList(recommendation_id, user_id, version, ranked[offset : offset + k])
 
@@ -345,9 +344,9 @@ class Recommender:
         items = list(_window(found.payload, offset, k))
         return RecommendationList(found.recommendation_id, user_id, found.model_version, items)
 
-    def _profile(self, user_id: str, now: datetime, mark: bytes | None = None) -> ProfileSnapshot:
+    def _profile(self, user_id: str, now: datetime) -> ProfileSnapshot:
         try:
-            return self.profiles.read(user_id, now=now, mark=mark)
+            return self.profiles.read(user_id, now=now)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
 
@@ -484,8 +483,8 @@ class Recommender:
         ranked: list[Scored],
         keep: tuple[bytes, bytes, int, float] | None = None,
     ) -> None:
-        """Store the list for paging and, with ``keep`` (field, marker, catalogue fingerprint,
-        until), as the user's kept list for its parameters: one round trip."""
+        """Store the list for paging and, with ``keep`` (field, profile version, catalogue
+        fingerprint, until), as the user's kept list for its parameters: one round trip."""
         # Compact, since every answer stores one: each distinct reason once (a list names at
         # most a few dozen), items as parallel arrays.
         reasons: dict[str, int] = {}
@@ -503,11 +502,11 @@ class Recommender:
             if keep is None:
                 self.client.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
                 return
-            field, marker, catalog, until = keep
+            field, profile_version, catalog, until = keep
             pipe = self.client.pipeline(transaction=False)
             pipe.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
             self.answers.store(
-                pipe, user_id, field, marker, recommendation_id, stored, catalog, until
+                pipe, user_id, field, profile_version, recommendation_id, stored, catalog, until
             )
             execute_scripts(self.client, pipe, (self.answers.script,))
         except redis.RedisError as exc:

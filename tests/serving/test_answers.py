@@ -163,7 +163,7 @@ def test_a_list_expires_when_an_availability_window_opens(
     first = recs(client, user, k=10)
     services: Services = client.app.state.services  # type: ignore[attr-defined]
     kept = services.redis.hgetall(user_keys(user).answers)
-    lists = [orjson.loads(v) for f, v in kept.items() if f != b"~"]
+    lists = [orjson.loads(v) for v in kept.values()]
     assert [entry["id"] for entry in lists] == [first["recommendation_id"]]
     assert lists[0]["until"] == pytest.approx(opens.timestamp(), abs=1e-3)
 
@@ -195,8 +195,7 @@ def test_a_list_made_from_a_profile_changed_since_is_not_stored(
     user = a_user(shop)
     answers = services.recommender.answers
     field = b"f"
-    read = services.profiles.read(user, mark=b"marker-1")
-    assert read.answers_marker == b"marker-1"
+    read = services.profiles.read(user)
     event = ProfileEvent(
         event_id="e-race",
         user_id=user,
@@ -207,16 +206,80 @@ def test_a_list_made_from_a_profile_changed_since_is_not_stored(
     )
     services.profiles.apply([event])
     pipe = services.redis.pipeline(transaction=False)
-    answers.store(pipe, user, field, b"marker-1", "rec-1", {"ids": []}, 1, 2.0)
+    answers.store(pipe, user, field, read.version, "rec-1", {"ids": []}, 1, 2.0)
     assert execute_scripts(services.redis, pipe, [answers.script]) == [0]
     assert services.redis.hget(user_keys(user).answers, field) is None
-    # A reader after the write sets a marker of its own, and its list is kept.
-    again = services.profiles.read(user, mark=b"marker-2")
-    assert again.answers_marker == b"marker-2"
+    # A reader after the write reads the new version, and its list is kept.
+    again = services.profiles.read(user)
+    assert again.version != read.version
     pipe = services.redis.pipeline(transaction=False)
-    answers.store(pipe, user, field, b"marker-2", "rec-2", {"ids": []}, 1, 2.0)
+    answers.store(pipe, user, field, again.version, "rec-2", {"ids": []}, 1, 2.0)
     assert execute_scripts(services.redis, pipe, [answers.script]) == [1]
     assert orjson.loads(services.redis.hget(user_keys(user).answers, field))["id"] == "rec-2"
+
+
+def test_a_list_made_before_a_rebuild_is_not_stored_after_it(
+    services: Services, shop: demo.DemoData
+) -> None:
+    """A rebuild from the database may leave the number of events as it was: its token
+    still changes the profile's version."""
+    user = a_user(shop)
+    answers = services.recommender.answers
+    read = services.profiles.read(user)
+    services.rebuilder.rebuild_users([user])
+    rebuilt = services.profiles.read(user)
+    assert rebuilt.events == read.events
+    assert rebuilt.version != read.version
+    pipe = services.redis.pipeline(transaction=False)
+    answers.store(pipe, user, b"f", read.version, "rec-1", {"ids": []}, 1, 2.0)
+    assert execute_scripts(services.redis, pipe, [answers.script]) == [0]
+    assert not services.redis.exists(user_keys(user).answers)
+
+
+def test_a_profile_write_deletes_the_lists_only_when_some_were_kept(
+    services: Services, shop: demo.DemoData
+) -> None:
+    user = a_user(shop)
+    keys = user_keys(user)
+    answers = services.recommender.answers
+
+    def view(event_id: str) -> None:
+        event = ProfileEvent(
+            event_id, user, shop.items[0]["item_id"], "view", None, datetime.now(UTC)
+        )
+        services.profiles.apply([event])
+
+    pipe = services.redis.pipeline(transaction=False)
+    answers.store(pipe, user, b"f", services.profiles.read(user).version, "r", {}, 1, 2.0)
+    assert execute_scripts(services.redis, pipe, [answers.script]) == [1]
+    assert services.redis.hget(keys.meta, "kept") == b"1"
+    view("kept-1")
+    assert not services.redis.exists(keys.answers)
+    assert services.redis.hget(keys.meta, "kept") == b"0"
+    # Nothing was stored since: the next write leaves the hash alone (here a field put there
+    # by hand, which no list store wrote).
+    services.redis.hset(keys.answers, "by-hand", "x")
+    view("kept-2")
+    assert services.redis.hget(keys.answers, "by-hand") == b"x"
+
+
+def test_a_list_kept_by_an_earlier_version_is_ranked_anew(
+    served: Served, shop: demo.DemoData
+) -> None:
+    """Lists stored before profiles noted kept lists (no "profile" in them) may have outlived
+    an event: they are never answered."""
+    client, _ = served
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    user = a_user(shop)
+    first = recs(client, user, k=10)
+    key = user_keys(user).answers
+    (field,) = services.redis.hkeys(key)
+    old = orjson.loads(services.redis.hget(key, field))
+    del old["profile"]
+    services.redis.hset(key, field, orjson.dumps(old))
+    again = recs(client, user, k=10)
+    assert again["items"] == first["items"]
+    assert again["recommendation_id"] != first["recommendation_id"]
 
 
 def test_the_store_script_is_loaded_when_redis_lacks_it(
@@ -224,11 +287,10 @@ def test_the_store_script_is_loaded_when_redis_lacks_it(
 ) -> None:
     user = a_user(shop)
     answers = services.recommender.answers
-    marker = services.profiles.read(user, mark=b"m").answers_marker
-    assert marker == b"m"
+    version = services.profiles.read(user).version
     services.redis.script_flush()
     pipe = services.redis.pipeline(transaction=False)
-    answers.store(pipe, user, b"f", b"m", "rec-1", {"ids": []}, 1, 2.0)
+    answers.store(pipe, user, b"f", version, "rec-1", {"ids": []}, 1, 2.0)
     assert execute_scripts(services.redis, pipe, [answers.script]) == [1]
     assert orjson.loads(services.redis.hget(user_keys(user).answers, b"f"))["id"] == "rec-1"
 
@@ -274,7 +336,7 @@ def test_a_kept_list_that_cannot_be_read_is_ranked_anew(
     user = a_user(shop)
     first = recs(client, user, k=10)
     key = user_keys(user).answers
-    fields = [f for f in services.redis.hkeys(key) if f != b"~"]
+    fields = services.redis.hkeys(key)
     assert len(fields) == 1
     for damaged in (b"not json", orjson.dumps({"id": "rec-x"}), orjson.dumps([1, 2])):
         services.redis.hset(key, fields[0], damaged)
