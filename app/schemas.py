@@ -29,7 +29,8 @@ def _check_id(value: str) -> str:
     value = value.strip()
     if not 1 <= len(value) <= ID_MAX:
         raise ValueError(f"must be 1-{ID_MAX} characters after trimming whitespace")
-    if _CONTROL_CHARACTERS.search(value):
+    # Printable ASCII, most ids, has no control characters: two string methods settle it.
+    if not (value.isascii() and value.isprintable()) and _CONTROL_CHARACTERS.search(value):
         raise ValueError("must not contain control characters")
     return value
 

@@ -79,6 +79,8 @@ BAD_EVENTS = [
     pytest.param({**VALID, "item_id": "\t \n"}, "item_id", id="item_id-whitespace"),
     pytest.param({**VALID, "event_id": "  "}, "event_id", id="event_id-whitespace"),
     pytest.param({**VALID, "user_id": "u\x001"}, "user_id", id="user_id-control-char"),
+    pytest.param({**VALID, "item_id": "sku\x7f"}, "item_id", id="item_id-delete-char"),
+    pytest.param({**VALID, "user_id": "zoë\x07"}, "user_id", id="user_id-unicode-control-char"),
     pytest.param({**VALID, "type": "teleport"}, "type", id="unknown-type"),
     pytest.param({**VALID, "type": "rating"}, "value", id="rating-without-value"),
     pytest.param({**VALID, "type": "rating", "value": None}, "value", id="rating-value-null"),
@@ -274,6 +276,16 @@ def test_timestamp_less_than_a_day_ahead_is_accepted(api: TestClient, services: 
     """Clock skew under a day is tolerated: the limit is a day, not zero."""
     response = api.post("/v1/events", json={**VALID, "timestamp": in_future(hours=23)})
     assert response.status_code == 201, response.text
+    assert count_rows(services, "events") == 1
+
+
+def test_ids_beyond_ascii_are_accepted_as_sent(api: TestClient, services: Services) -> None:
+    """Only control characters are refused in ids: letters of any script, symbols and inner
+    spaces are ids like any other."""
+    ids = {"user_id": "zoë ünal", "item_id": "товар-42 №7", "event_id": "事件-1"}
+    response = api.post("/v1/events", json={**VALID, **ids})
+    assert response.status_code == 201, response.text
+    assert response.json()["event_id"] == ids["event_id"]
     assert count_rows(services, "events") == 1
 
 
