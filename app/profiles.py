@@ -111,7 +111,8 @@ def user_keys(user_id: str) -> UserKeys:
 def _script_keys(user_id: str) -> list[bytes]:
     """``user_keys(user_id).script_keys()`` as bytes, built for the write path's thousands."""
     tag = _tag(user_id).encode()
-    return [tag + suffix for suffix in _SUFFIX_BYTES]
+    recent, items, meta, log, answers = _SUFFIX_BYTES
+    return [tag + recent, tag + items, tag + meta, tag + log, tag + answers]
 
 
 def _script(name: str) -> str:
@@ -252,14 +253,16 @@ class ProfileStore:
         """Add events, as (epoch, weight, event), to the trending and activity buckets."""
         oldest = self._bucket(now.timestamp()) - self.retention_buckets + 1
         trending: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        activity: dict[int, Counter[str]] = defaultdict(Counter)
+        types: dict[int, list[str]] = defaultdict(list)
+        seconds = self.bucket_seconds
         for epoch, weight, event in timed:
-            bucket = self._bucket(epoch)
+            bucket = int(epoch // seconds)
             if bucket < oldest:
                 continue
-            activity[bucket][event.type] += 1
+            types[bucket].append(event.type)
             if weight > 0:
                 trending[bucket][event.item_id] += weight
+        activity = {bucket: Counter(listed) for bucket, listed in types.items()}
         for bucket in set(trending) | set(activity):
             expire_at = (bucket + self.retention_buckets + 1) * self.bucket_seconds
             t_key, a_key = trending_key(bucket), activity_key(bucket)
