@@ -41,6 +41,8 @@ from app.profiles import ProfileEvent, ProfileStore
 from app.schemas import EventIn, EventResult, EventStatus, ProfileStatus
 
 log = logging.getLogger(__name__)
+# ``ingest`` makes profile events of stored rows by their first fields.
+assert EventRow._fields[: len(ProfileEvent._fields)] == ProfileEvent._fields
 # Tries of a PostgreSQL batch statement that PostgreSQL aborted to break a deadlock.
 DEADLOCK_ATTEMPTS = 3
 # SQLSTATE of "deadlock detected".
@@ -251,8 +253,8 @@ class EventIngestor:
         else:
             stored, unknown = set(), set()
         new_events: list[ProfileEvent] = []
-        for row in rows:
-            index = row_index[row.event_id]
+        accepted_types: list[str] = []
+        for row, index in zip(rows, row_index.values(), strict=True):
             if row.item_id in unknown:
                 error = (
                     f"item_id: unknown item {row.item_id!r}; add it to the catalogue "
@@ -262,21 +264,15 @@ class EventIngestor:
                 counted[(row.type, "rejected")] += 1
             elif row.event_id in stored:
                 statuses.append((index, row.event_id, "accepted", None))
-                counted[(row.type, "accepted")] += 1
+                accepted_types.append(row.type)
                 if update_profiles:
-                    new_events.append(
-                        ProfileEvent(
-                            row.event_id,
-                            row.user_id,
-                            row.item_id,
-                            row.type,
-                            row.value,
-                            row.occurred_at,
-                        )
-                    )
+                    # A row's first six fields are a profile event's, in the same order.
+                    new_events.append(ProfileEvent._make(row[:6]))
             else:
                 statuses.append((index, row.event_id, "duplicate", None))
                 counted[(row.type, "duplicate")] += 1
+        for event_type, number in Counter(accepted_types).items():
+            counted[(event_type, "accepted")] += number
 
         if update_profiles:
             profile = self._apply(new_events, batch_id, now)
