@@ -221,11 +221,19 @@ class Services:
         """
         server, self.embedded_redis = self.embedded_redis, None
         name = self.redis.connection_pool.connection_kwargs.get("client_name")
+        # Asked without retries: a server that has gone answers at once.
+        probe = redis.Redis(unix_socket_path=server.socket_file, socket_timeout=1, retry=_NO_RETRY)
         deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            if not any(c.get("name") == name for c in server.client_list()):
-                break
-            time.sleep(0.01)
+        try:
+            while time.monotonic() < deadline:
+                if not any(c.get("name") == name for c in probe.client_list()):
+                    break
+                time.sleep(0.01)
+        except redis.RedisError as exc:
+            # Killed or crashed: nothing to wait for; the clean-up removes what it left.
+            log.warning("the embedded Redis server was already gone at shutdown: %s", exc)
+        finally:
+            probe.close()
         server._cleanup()
 
     def check_database(self) -> str | None:

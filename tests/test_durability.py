@@ -202,3 +202,32 @@ def test_reconciliation_takes_whole_batches_up_to_its_users_per_pass(
     assert services.rebuilder.reconcile() == 2  # the next two batches, one user each
     assert count_rows(services, "pending_profile_updates") == 0
     assert [services.profiles.read(u).events for u in "abcd"] == [1, 1, 1, 1]
+
+
+def test_shutdown_completes_when_the_embedded_redis_died_before_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed or crashed embedded Redis server must not stop the rest of the shutdown (the
+    reconciler's last pass, the database's connections)."""
+    settings = Settings(
+        _env_file=None,
+        env="test",
+        var_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'recsys.db'}",
+        redis_url="",
+    )
+    services = Services.create(settings, migrate=True)
+    assert services.embedded_redis is not None
+    pid = services.embedded_redis.pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)  # the server runs detached: gone once killed
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    services.close()
+    assert "already gone at shutdown" in caplog.text
+    assert services.embedded_redis is None
+    assert count_rows(services, "events") == 0  # the database still answers
