@@ -81,19 +81,7 @@ WITH input AS (
         (e->>4)::float8 AS value, (e->>5)::timestamptz AS occurred_at,
         e->>6 AS recommendation_id, (e->>7)::json AS context
     FROM jsonb_array_elements(%(events)s::jsonb) AS e
-), known AS (
-    SELECT item_id FROM items
-    WHERE item_id = ANY(ARRAY(SELECT DISTINCT item_id FROM input))
-), stubs AS (
-    INSERT INTO items (
-        item_id, categories, tags, attributes, available, hidden, is_stub, created_at, updated_at
-    )
-    SELECT stub.item_id, '[]', '[]', '{{}}', true, false, true, %(now)s, %(now)s
-    FROM (SELECT DISTINCT item_id FROM input) AS stub
-    WHERE {stub_unknown} AND stub.item_id NOT IN (SELECT item_id FROM known)
-    ORDER BY stub.item_id
-    ON CONFLICT (item_id) DO NOTHING
-), new AS (
+){lookup}, new AS (
     INSERT INTO events (
         event_id, user_id, item_id, type, value, occurred_at, received_at, recommendation_id,
         context
@@ -111,21 +99,32 @@ WITH input AS (
 )
 SELECT (SELECT array_agg(event_id) FROM new), {unknown}
 """
-# The same when every item of the batch is known to exist (``EventIngestor`` remembers the items
-# it has seen stored; the service never deletes an item row): no catalogue lookup, no stubs.
-STORE_ITEMS_KNOWN = (
-    STORE_EVENTS_POSTGRESQL[: STORE_EVENTS_POSTGRESQL.index("), known AS (")]
-    + STORE_EVENTS_POSTGRESQL[STORE_EVENTS_POSTGRESQL.index("), new AS (") :]
-).format(only_known="", unknown="NULL::text[]")
+# The catalogue lookup: the batch's items that exist, and stubs for the others (or none).
+_ITEM_LOOKUP = """, known AS (
+    SELECT item_id FROM items
+    WHERE item_id = ANY(ARRAY(SELECT DISTINCT item_id FROM input))
+), stubs AS (
+    INSERT INTO items (
+        item_id, categories, tags, attributes, available, hidden, is_stub, created_at, updated_at
+    )
+    SELECT stub.item_id, '[]', '[]', '{{}}', true, false, true, %(now)s, %(now)s
+    FROM (SELECT DISTINCT item_id FROM input) AS stub
+    WHERE {stub_unknown} AND stub.item_id NOT IN (SELECT item_id FROM known)
+    ORDER BY stub.item_id
+    ON CONFLICT (item_id) DO NOTHING
+)"""
 STORE_WITH_STUBS = STORE_EVENTS_POSTGRESQL.format(
-    stub_unknown="true", only_known="", unknown="NULL::text[]"
+    lookup=_ITEM_LOOKUP.format(stub_unknown="true"), only_known="", unknown="NULL::text[]"
 )
 STORE_KNOWN_ONLY = STORE_EVENTS_POSTGRESQL.format(
-    stub_unknown="false",
+    lookup=_ITEM_LOOKUP.format(stub_unknown="false"),
     only_known="WHERE item_id IN (SELECT item_id FROM known)",
     unknown="(SELECT array_agg(DISTINCT item_id) FROM input "
     "WHERE item_id NOT IN (SELECT item_id FROM known))",
 )
+# When every item of the batch is known to exist (``EventIngestor`` remembers the items it has
+# seen stored; the service never deletes an item row): no catalogue lookup, no stubs.
+STORE_ITEMS_KNOWN = STORE_EVENTS_POSTGRESQL.format(lookup="", only_known="", unknown="NULL::text[]")
 
 
 def store_events_postgresql(
