@@ -2,8 +2,8 @@
 -- followed by its own body).
 --
 -- One user's keys, in this order: recent (zset), items (hash), meta (hash), log (list),
--- answers (hash: recommendations made from this profile, deleted by every change of it). All
--- share the user's hash tag.
+-- answers (hash: recommendations made from this profile, deleted by a change of it while
+-- ``meta`` says lists are kept). All share the user's hash tag.
 --
 -- ``meta`` holds the decay anchor, the last event time, the number of events and, per event
 -- type, ``count:<type>``: one read and one write of it per user and call, whatever the events.
