@@ -57,6 +57,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
 
 
 check_read = require_scope(Scope.READ)
-RequireIngest = Depends(require_scope(Scope.INGEST))
+check_ingest = require_scope(Scope.INGEST)
+RequireIngest = Depends(check_ingest)
 RequireRead = Depends(check_read)
 RequireAdmin = Depends(require_scope(Scope.ADMIN))
