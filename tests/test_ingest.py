@@ -98,6 +98,26 @@ def test_mixed_batch_stores_valid_events_and_reports_each(
     assert count_rows(services, "events") == 2
 
 
+def test_a_valid_batch_validated_at_once_gives_what_one_event_at_a_time_gives(
+    services: Services,
+) -> None:
+    """``parse`` validates a batch of valid events with one call and a batch with an invalid
+    one event by event: both ways give the same events, with the same normalisation."""
+    valid: list[Any] = [
+        {**_event(1, kind=" CLICK "), "timestamp": 1_700_000_000},
+        {**_event(2, kind="rating"), "value": 4, "timestamp": "2023-11-14T23:13:20+01:00"},
+        {"user_id": "u2", "item_id": "i2", "type": "view", "context": {"page": "home"}},
+        {**_event(4, kind="purchase"), "recommendation_id": "rec-1", "timestamp": 1.5e9},
+    ]
+    at_once, rejected = services.ingestor.parse(valid)
+    assert rejected == []
+    one_by_one, rejected = services.ingestor.parse([*valid, {**_event(5), "type": "teleport"}])
+    assert [r.index for r in rejected] == [4]
+    assert at_once == one_by_one
+    assert [event.type for _, event in at_once] == ["click", "rating", "view", "purchase"]
+    assert at_once[1][1].timestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
 def test_missing_event_id_is_generated(client: TestClient, services: Services) -> None:
     body = client.post("/v1/events", json={"user_id": "u", "item_id": "i", "type": "view"}).json()
     assert len(body["event_id"]) == 36
