@@ -10,7 +10,9 @@ One command measures, side by side and in the same run:
 3. database statements and Redis round trips of one 1,000-event batch, counted in-process with a
    SQLAlchemy ``before_cursor_execute`` listener on the very code path the endpoint calls;
 4. single-event ``POST /v1/events`` latency under an open-loop load at a fixed arrival rate,
-   measured from each request's scheduled time (so queueing and client lateness count).
+   measured from each request's scheduled time (so queueing and client lateness count);
+5. how fast one core is at the start and at the end (``core_speed``): machines of one kind
+   differ, and other tenants slow one down.
 
 Run from the project root::
 
@@ -1075,6 +1077,20 @@ def code_version() -> dict[str, Any]:
     }
 
 
+def core_speed() -> float:
+    """Milliseconds one core takes for ten million additions in a Python loop (the fastest of
+    three): how fast the machine was while the run measured. Machines of one kind differ, and
+    other tenants slow one down for minutes; this tells runs apart that the ratios cannot."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        times.append(time.perf_counter() - started)
+    return round(min(times) * 1000)
+
+
 def machine_info(storage: Storage) -> dict[str, Any]:
     cpu_model = ""
     with contextlib.suppress(OSError):
@@ -1134,6 +1150,12 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print(f"== Event ingestion: {result['label']} ==")
     machine = result["machine"]
+    speed = machine.get("core_speed_ms", {})
+    if speed:
+        print(
+            "core speed (ms for 10 million additions in Python, lower is faster): "
+            + ", ".join(f"{when} {ms:,}" for when, ms in speed.items())
+        )
     print(
         f"machine: {machine['nproc']} x {machine['cpu_model']}, {machine['ram_gib']} GiB, "
         f"Python {machine['python']}, "
@@ -1298,7 +1320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "label": label,
             "started_at": stamp,
             "command": " ".join([_shown(sys.executable), *sys.argv]),
-            "machine": machine_info(storage),
+            "machine": {**machine_info(storage), "core_speed_ms": {"start": core_speed()}},
             "code": code_version(),
             "config": {
                 key: getattr(args, key)
@@ -1353,6 +1375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
                 acknowledged += latency.stored_including_warmup
             result["verification"] = verify(storage, server, acknowledged)
+        result["machine"]["core_speed_ms"]["end"] = core_speed()
         result["elapsed_seconds"] = round(time.monotonic() - started, 1)
         print_report(result)
         kind = "postgresql" if storage.kind == "postgresql" else "sqlite"
