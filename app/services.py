@@ -110,6 +110,8 @@ def connect_tracked_hashes(settings: Settings, embedded: Any = None) -> TrackedH
 # A profile update that timed out may already have run: retrying it could count its events
 # twice. Failed updates are left to the reconciler, which rebuilds from the database.
 _NO_RETRY = Retry(NoBackoff(), 0)
+_ASYNC_NO_RETRY = AsyncRetry(NoBackoff(), 0)
+
 # How long the embedded server may take to save its data when the service stops.
 EMBEDDED_SAVE_SECONDS = 120.0
 
@@ -122,9 +124,6 @@ def _wait_removed(path: Path, seconds: float) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-_ASYNC_NO_RETRY = AsyncRetry(NoBackoff(), 0)
 
 
 def _client_name() -> str:
@@ -260,6 +259,9 @@ class Services:
                 pidfile = Path(server.pidfile)
                 probe.shutdown(save=True)
                 stopped = _wait_removed(pidfile, EMBEDDED_SAVE_SECONDS)
+        except redis.ResponseError as exc:
+            # It answers but will not stop, most likely because it cannot save.
+            log.error("the embedded Redis server refused to shut down: %s", exc)
         except redis.RedisError as exc:
             # Killed or crashed: nothing to wait for; the clean-up removes what it left.
             log.warning("the embedded Redis server was already gone at shutdown: %s", exc)
