@@ -21,8 +21,9 @@ from app.services import Services
 class IngestRoute(APIRoute):
     """A route documented from its declarations (the ``ingest`` scope, the body, the answer's
     model) and served by calling its endpoint with the request once the key's scope is
-    checked, without FastAPI's per-request dependency solving and response-model pass. The
-    endpoints take the request alone and answer a finished ``Response``."""
+    checked, without FastAPI's per-request dependency solving and response-model pass
+    (``docs/benchmarks.md``). The endpoints take the request alone and answer a finished
+    ``Response``; FastAPI's ``dependency_overrides`` do not reach them."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
