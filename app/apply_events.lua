@@ -12,11 +12,11 @@ local users = cjson.decode(ARGV[3])
 local applied = 0
 for u = 1, #users do
   local k = (u - 1) * 5
-  local keys = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 5]}
-  local log = KEYS[k + 4]
-  local events = uncounted(keys[1], users[u])
+  local recent, log = KEYS[k + 1], KEYS[k + 4]
+  local events = uncounted(recent, users[u])
   if #events > 0 then
-    if apply(keys, half_life, cap, events) and redis.call('EXISTS', log) == 1 then
+    if apply(recent, KEYS[k + 2], KEYS[k + 3], KEYS[k + 5], half_life, cap, events)
+        and redis.call('EXISTS', log) == 1 then
       for i = 1, #events do
         redis.call('RPUSH', log, cmsgpack.pack(events[i]))
       end

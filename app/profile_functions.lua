@@ -45,18 +45,26 @@ local function rescale(key, factor)
   end
 end
 
--- Counts ``events`` in the profile (``keys``: recent, items, meta, answers); answers whether a
--- rebuild of it may be running.
-local function apply(keys, half_life, cap, events)
-  local recent, items, meta = keys[1], keys[2], keys[3]
+-- Counts ``events`` in the profile (``recent``, ``items``, ``meta`` and ``answers``, the user's
+-- keys); answers whether a rebuild of it may be running.
+local function apply(recent, items, meta, answers, half_life, cap, events)
   -- The meta fields to read: five scalars, then the count of each type among the events.
-  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
-  local slot = {}
-  for i = 1, #events do
-    local etype = events[i][2]
-    if slot[etype] == nil then
-      fields[#fields + 1] = 'count:' .. etype
-      slot[etype] = #fields
+  -- ``slot``: the index of each type's count among them.
+  local fields, slot
+  if #events == 1 then
+    -- Most calls: one event of a user in a batch.
+    local etype = events[1][2]
+    fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept', 'count:' .. etype}
+    slot = {[etype] = 6}
+  else
+    fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
+    slot = {}
+    for i = 1, #events do
+      local etype = events[i][2]
+      if slot[etype] == nil then
+        fields[#fields + 1] = 'count:' .. etype
+        slot[etype] = #fields
+      end
     end
   end
   local state = redis.call('HMGET', meta, unpack(fields))
@@ -72,7 +80,7 @@ local function apply(keys, half_life, cap, events)
 
   for i = 1, #events do
     local event = events[i]
-    local item, etype, weight, ts = event[1], event[2], event[3], tonumber(event[4])
+    local ts = tonumber(event[4])
 
     if anchor == nil then
       anchor, anchor_text = ts, event[4]
@@ -83,8 +91,9 @@ local function apply(keys, half_life, cap, events)
       anchor, anchor_text = ts, event[4]
       exponent = 0
     end
-    redis.call('HINCRBYFLOAT', items, item, string.format('%.17g', weight * 2 ^ exponent))
-    counts[slot[etype]] = counts[slot[etype]] + 1
+    redis.call('HINCRBYFLOAT', items, event[1], string.format('%.17g', event[3] * 2 ^ exponent))
+    local f = slot[event[2]]
+    counts[f] = counts[f] + 1
     if last == nil or ts > last then
       last, last_text = ts, event[4]
     end
@@ -96,7 +105,7 @@ local function apply(keys, half_life, cap, events)
   end
   local written = {'events', string.format('%d', total)}
   if state[5] == '1' then
-    redis.call('DEL', keys[4])
+    redis.call('DEL', answers)
     written[#written + 1] = 'kept'
     written[#written + 1] = '0'
   end
@@ -119,6 +128,12 @@ end
 -- The events not counted yet: those whose member was not in ``recent``, where it is now added
 -- (``apply`` counts them next, in the same script).
 local function uncounted(recent, events)
+  if #events == 1 then
+    if redis.call('ZADD', recent, 'NX', events[1][4], events[1][5]) == 1 then
+      return events
+    end
+    return {}
+  end
   local kept = {}
   for i = 1, #events do
     if redis.call('ZADD', recent, 'NX', events[i][4], events[i][5]) == 1 then

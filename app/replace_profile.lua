@@ -50,6 +50,6 @@ for i = 1, #logged do
 end
 missed = uncounted(keys[1], missed)
 if #missed > 0 then
-  apply(keys, half_life, cap, missed)
+  apply(keys[1], keys[2], keys[3], keys[4], half_life, cap, missed)
 end
 return #missed
