@@ -2,7 +2,8 @@
 
 Per user (every key carries the hash tag ``{u:<user_id>}``, so one user's keys share a Redis
 Cluster slot and are updated by one atomic script; on a standalone Redis one script call
-updates up to ``USERS_PER_SCRIPT_CALL`` users):
+updates up to ``USERS_PER_SCRIPT_CALL`` users, whose key names it makes from their prefixes
+instead of being sent five per user):
 
 - ``recent``: the newest ``profile_recent_max`` interactions, a sorted set scored by event time;
 - ``items``: per item, the sum of event-type weights with exponential time decay;
@@ -90,29 +91,23 @@ class UserKeys:
         return [self.recent, self.items, self.meta, self.log, self.answers]
 
 
-# The suffixes of a user's keys, in the order of ``UserKeys.script_keys``.
+# The suffixes of a user's keys, in the order of ``UserKeys.script_keys``; apply_events.lua
+# makes the same names from a user's prefix.
 _SUFFIXES = ("recent", "items", "meta", "rebuild-log", "answers")
-_SUFFIX_BYTES = tuple(suffix.encode() for suffix in _SUFFIXES)
 # Meta fields of the events per type.
 COUNT_FIELD = "count:"
 # The meta field that is there while a rebuild of the profile may run (``open_rebuild``).
 REBUILDING_FIELD = "rebuilding"
 
 
-def _tag(user_id: str) -> str:
+def key_prefix(user_id: str) -> str:
+    """What every key of the user's starts with; it holds the user's hash tag."""
     return f"{PREFIX}:{{u:{user_id}}}:"
 
 
 def user_keys(user_id: str) -> UserKeys:
-    tag = _tag(user_id)
-    return UserKeys(*(tag + suffix for suffix in _SUFFIXES))
-
-
-def _script_keys(user_id: str) -> list[bytes]:
-    """``user_keys(user_id).script_keys()`` as bytes, built for the write path's thousands."""
-    tag = _tag(user_id).encode()
-    recent, items, meta, log, answers = _SUFFIX_BYTES
-    return [tag + recent, tag + items, tag + meta, tag + log, tag + answers]
+    prefix = key_prefix(user_id)
+    return UserKeys(*(prefix + suffix for suffix in _SUFFIXES))
 
 
 def _script(name: str) -> str:
@@ -227,14 +222,15 @@ class ProfileStore:
         pipe = self.client.pipeline(transaction=False)
         half_life, cap, sha = repr(self.half_life), str(self.recent_cap), self._apply_script.sha
         users = list(by_user.items())
-        # A script call may only touch one cluster slot there; elsewhere a call takes many users,
-        # few enough to keep each call short (Redis serves nobody else while a script runs).
+        # A script call may only touch one cluster slot there, and names its user's keys, which
+        # route it; elsewhere a call takes many users, few enough to keep each call short (Redis
+        # serves nobody else while a script runs), and makes their keys' names from their
+        # prefixes (``apply_events.lua``).
         per_call = 1 if self._cluster else USERS_PER_SCRIPT_CALL
         for start in range(0, len(users), per_call):
             chunk = users[start : start + per_call]
-            # Bytes: redis-py sends them as they are, without encoding each one again.
-            keys = [key for user_id, _ in chunk for key in _script_keys(user_id)]
-            args = dumps([user_events for _, user_events in chunk])
+            keys = user_keys(chunk[0][0]).script_keys() if self._cluster else []
+            args = dumps([(key_prefix(user_id), user_events) for user_id, user_events in chunk])
             pipe.evalsha(sha, len(keys), *keys, half_life, cap, args)
         self._add_counters(pipe, timed, now or datetime.now(UTC))
         self._execute(pipe)

@@ -14,8 +14,8 @@ from app.main import create_app
 from app.profiles import (
     ProfileEvent,
     ProfileStore,
-    _script_keys,
     activity_key,
+    key_prefix,
     trending_key,
     user_keys,
 )
@@ -137,12 +137,13 @@ def test_user_keys_share_one_cluster_slot() -> None:
     assert tags == {"u:user:{odd"}
 
 
-def test_the_write_path_sends_the_same_keys_the_scripts_document() -> None:
-    """The live update builds a user's script keys as bytes on its own; they are the keys of
-    ``UserKeys.script_keys`` (recent, items, meta, log, answers), byte for byte."""
+def test_every_key_of_a_user_starts_with_the_users_prefix() -> None:
+    """apply_events.lua makes a user's key names from the prefix and these suffixes."""
     for user_id in ("u1", "user:{odd}id", "ünï"):
-        expected = [key.encode() for key in user_keys(user_id).script_keys()]
-        assert _script_keys(user_id) == expected
+        prefix = key_prefix(user_id)
+        assert user_keys(user_id).script_keys() == [
+            prefix + suffix for suffix in ("recent", "items", "meta", "rebuild-log", "answers")
+        ]
 
 
 def _random_events(
@@ -188,6 +189,37 @@ def _assert_same_profile(live: dict[str, object], rebuilt: dict[str, object]) ->
     assert rebuilt_scores.keys() == live_scores.keys()
     for name, score in live_scores.items():
         assert rebuilt_scores[name] == pytest.approx(score, rel=1e-9, abs=1e-12)
+
+
+def test_calls_made_as_on_redis_cluster_build_the_same_profiles(
+    settings: Settings, services: Services
+) -> None:
+    """On Redis Cluster a script call takes one user and names that user's keys, which route it;
+    on a standalone Redis a call takes many users and names none. Both build the same profiles."""
+    now = datetime.now(UTC)
+    events = [
+        ProfileEvent(
+            str(raw["event_id"]),
+            str(raw["user_id"]),
+            str(raw["item_id"]),
+            str(raw["type"]),
+            raw.get("value"),  # type: ignore[arg-type]
+            datetime.fromisoformat(str(raw["timestamp"])),
+        )
+        for raw in _random_events(11, now, users=6, n=90)
+    ]
+    users = sorted({event.user_id for event in events})
+    standalone = ProfileStore(services.redis, settings)
+    standalone.apply(events, now=now)
+    expected = {user_id: _comparable(standalone, user_id, now) for user_id in users}
+    assert all(profile["events"] for profile in expected.values())
+
+    for user_id in users:
+        services.redis.delete(*user_keys(user_id).all())
+    as_on_cluster = ProfileStore(services.redis, settings)
+    as_on_cluster._cluster = True
+    as_on_cluster.apply(events, now=now)
+    assert {user_id: _comparable(as_on_cluster, user_id, now) for user_id in users} == expected
 
 
 @pytest.mark.parametrize("half_life_days", [30.0, 0.5])
