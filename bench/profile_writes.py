@@ -5,6 +5,8 @@ Applies the ingestion benchmark's events (same users, items and mix) to live pro
 batch, and reports per 1,000 events:
 
 - the Redis server's CPU (``INFO cpu``), median and range over chunks of batches;
+- the CPU of the calling thread, the service's share of the write (building the script calls,
+  sending them, reading the answers), likewise;
 - per command, from ``INFO commandstats``: calls and the time Redis counts for it (wall time
   inside the server, including what the scripts' own commands take);
 - the same again for the two parts of the write alone: the per-user profile scripts and the
@@ -98,20 +100,25 @@ def measure(
     client.config_resetstat()
     events = 0
     per_chunk: list[float] = []
+    caller_per_chunk: list[float] = []
     rest = batches[warmup:]
     for start in range(0, len(rest), chunk):
         part = rest[start : start + chunk]
         before = server_cpu(client)
+        caller_before = time.thread_time()
         for batch in part:
             write(batch)
+        caller = time.thread_time() - caller_before
         n = sum(len(b) for b in part)
         events += n
         per_chunk.append((server_cpu(client) - before) / n * 1e6)
+        caller_per_chunk.append(caller / n * 1e6)
     stats = command_stats(client)
     for ours in ("info", "config|resetstat"):
         stats.pop(ours, None)
     return {
         "cpu_ms": per_chunk,
+        "caller_cpu_ms": caller_per_chunk,
         "commands": {
             name: (calls / events * 1000, usec / events)
             for name, (calls, usec) in sorted(stats.items(), key=lambda kv: -kv[1][1])
@@ -120,12 +127,13 @@ def measure(
 
 
 def report(title: str, result: dict[str, Any]) -> None:
-    cpu = result["cpu_ms"]
     print(f"\n== {title} ==")
-    print(
-        f"Redis CPU per 1,000 events: median {statistics.median(cpu):.2f} ms "
-        f"({min(cpu):.2f}-{max(cpu):.2f} over {len(cpu)} chunks)"
-    )
+    for label, key in (("Redis CPU", "cpu_ms"), ("caller's CPU", "caller_cpu_ms")):
+        cpu = result[key]
+        print(
+            f"{label} per 1,000 events: median {statistics.median(cpu):.2f} ms "
+            f"({min(cpu):.2f}-{max(cpu):.2f} over {len(cpu)} chunks)"
+        )
     print(f"{'command':<20} {'calls/1000 ev':>14} {'ms/1000 ev':>11}")
     for name, (calls, ms) in result["commands"].items():
         if calls >= 0.5:
