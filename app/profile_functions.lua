@@ -50,21 +50,13 @@ end
 local function apply(recent, items, meta, answers, half_life, cap, events)
   -- The meta fields to read: five scalars, then the count of each type among the events.
   -- ``slot``: the index of each type's count among them.
-  local fields, slot
-  if #events == 1 then
-    -- Most calls: one event of a user in a batch.
-    local etype = events[1][2]
-    fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept', 'count:' .. etype}
-    slot = {[etype] = 6}
-  else
-    fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
-    slot = {}
-    for i = 1, #events do
-      local etype = events[i][2]
-      if slot[etype] == nil then
-        fields[#fields + 1] = 'count:' .. etype
-        slot[etype] = #fields
-      end
+  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
+  local slot = {}
+  for i = 1, #events do
+    local etype = events[i][2]
+    if slot[etype] == nil then
+      fields[#fields + 1] = 'count:' .. etype
+      slot[etype] = #fields
     end
   end
   local state = redis.call('HMGET', meta, unpack(fields))
@@ -128,12 +120,6 @@ end
 -- The events not counted yet: those whose member was not in ``recent``, where it is now added
 -- (``apply`` counts them next, in the same script).
 local function uncounted(recent, events)
-  if #events == 1 then
-    if redis.call('ZADD', recent, 'NX', events[1][4], events[1][5]) == 1 then
-      return events
-    end
-    return {}
-  end
   local kept = {}
   for i = 1, #events do
     if redis.call('ZADD', recent, 'NX', events[i][4], events[i][5]) == 1 then
