@@ -1,23 +1,25 @@
 -- Functions shared by apply_events.lua and replace_profile.lua (each script is this file
 -- followed by its own body).
 --
--- One user's keys, in this order: recent (zset), items (hash), meta (hash), log (list),
--- answers (hash: recommendations made from this profile, deleted by a change of it while
--- ``meta`` says lists are kept). All share the user's hash tag.
+-- One user's keys, in this order: recent (zset), profile (hash), log (list), answers (hash:
+-- recommendations made from this profile, deleted by a change of it while ``profile`` says
+-- lists are kept). All share the user's hash tag.
 --
--- ``meta`` holds the decay anchor, the last event time, the number of events and, per event
--- type, ``count:<type>``: one read and one write of it per user and call, whatever the events.
--- While a rebuild runs it also holds ``rebuilding`` (see below), which the next replacement of
--- the profile drops. ``kept`` is 1 once lists were stored in ``answers``
--- (app/serving/answers.py): an update deletes ``answers`` only then, and clears it.
+-- ``profile`` holds the item scores, ``item:<item_id>``, and beside them the decay anchor, the
+-- last event time, the number of events and, per event type, ``count:<type>``: one read and one
+-- write of it per user and call, whatever the events. While a rebuild runs it also holds
+-- ``rebuilding`` (see below), which the next replacement of the profile drops. ``kept`` is 1
+-- once lists were stored in ``answers`` (app/serving/answers.py): an update deletes ``answers``
+-- only then, and clears it.
 --
 -- An event is the array [item_id, type, weight, epoch_seconds, recent_member]; epoch_seconds
--- comes as text (Python's repr of the float), which is what ``recent`` and ``meta`` store, so
--- that the script need not format it again (events logged by older versions carry a number).
+-- comes as text (Python's repr of the float), which is what ``recent`` and ``profile`` store,
+-- so that the script need not format it again (events logged by older versions carry a
+-- number).
 --
 -- Decayed scores are stored relative to an anchor time: score * 2^((t - anchor) / half_life).
 -- Reading multiplies by 2^((anchor - now) / half_life). When a new event would push the
--- exponent past 64 the stored values are rescaled and the anchor moves, which keeps the
+-- exponent past 64 the stored scores are rescaled and the anchor moves, which keeps the
 -- numbers finite for any time span without touching every field on every event.
 --
 -- An event whose recent-list member is already in ``recent`` counts in the profile already and
@@ -27,8 +29,8 @@
 --
 -- While a profile is rebuilt from the database (see ProfileRebuilder.rebuild_users), ``log``
 -- exists and every event applied live is appended to it, so the rebuild can apply again those
--- its database read did not see. ``meta``'s ``rebuilding`` field says to look for ``log``: the
--- read of ``meta`` answers that for nothing on every other update.
+-- its database read did not see. ``profile``'s ``rebuilding`` field says to look for ``log``:
+-- the read of ``profile`` answers that for nothing on every other update.
 
 -- A timestamp as stored: the text it came as, or a number formatted exactly.
 local function as_text(epoch)
@@ -38,34 +40,70 @@ local function as_text(epoch)
   return string.format('%.17g', epoch)
 end
 
-local function rescale(key, factor)
-  local flat = redis.call('HGETALL', key)
-  for i = 1, #flat, 2 do
-    redis.call('HSET', key, flat[i], string.format('%.17g', tonumber(flat[i + 1]) * factor))
+-- Redis commands take their arguments from the Lua stack, which holds a few thousand: ``flat``
+-- goes to ``command`` a thousand at a time (an even number, which keeps pairs together).
+local function in_chunks(command, key, flat)
+  for start = 1, #flat, 1000 do
+    redis.call(command, key, unpack(flat, start, math.min(start + 999, #flat)))
   end
 end
 
--- Counts ``events`` in the profile (``recent``, ``items``, ``meta`` and ``answers``, the user's
--- keys); answers whether a rebuild of it may be running.
-local function apply(recent, items, meta, answers, half_life, cap, events)
-  -- The meta fields to read: five scalars, then the count of each type among the events.
-  -- ``slot``: the index of each type's count among them.
-  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
-  local slot = {}
-  for i = 1, #events do
-    local etype = events[i][2]
-    if slot[etype] == nil then
-      fields[#fields + 1] = 'count:' .. etype
-      slot[etype] = #fields
+-- HMGET of any number of fields.
+local function read_fields(key, fields)
+  if #fields <= 1000 then
+    return redis.call('HMGET', key, unpack(fields))
+  end
+  local values = {}
+  for start = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, start, math.min(start + 999, #fields)))
+    for i = 1, #part do
+      values[#values + 1] = part[i]
     end
   end
-  local state = redis.call('HMGET', meta, unpack(fields))
+  return values
+end
+
+-- Multiplies every item score of ``profile`` by ``factor``.
+local function rescale(profile, factor)
+  local flat = redis.call('HGETALL', profile)
+  for i = 1, #flat, 2 do
+    if string.sub(flat[i], 1, 5) == 'item:' then
+      redis.call('HSET', profile, flat[i], string.format('%.17g', tonumber(flat[i + 1]) * factor))
+    end
+  end
+end
+
+-- Counts ``events`` in the profile (``recent``, ``profile`` and ``answers``, the user's keys);
+-- answers whether a rebuild of it may be running.
+local function apply(recent, profile, answers, half_life, cap, events)
+  -- The fields to read: five scalars, then the count of each type and the score of each item
+  -- among the events. ``count_slot``, ``score_slot``: the index of a type's count and of an
+  -- item's score among them; ``first``: that of the first count, ``scores``: of the first score.
+  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
+  local first = #fields + 1
+  local count_slot, score_slot = {}, {}
+  for i = 1, #events do
+    local etype = events[i][2]
+    if count_slot[etype] == nil then
+      fields[#fields + 1] = 'count:' .. etype
+      count_slot[etype] = #fields
+    end
+  end
+  local scores = #fields + 1
+  for i = 1, #events do
+    local item = events[i][1]
+    if score_slot[item] == nil then
+      fields[#fields + 1] = 'item:' .. item
+      score_slot[item] = #fields
+    end
+  end
+  local state = read_fields(profile, fields)
   local anchor = tonumber(state[1])
   local last = tonumber(state[2])
   local total = (tonumber(state[3]) or 0) + #events
-  local counts = {}
-  for f = 6, #fields do
-    counts[f] = tonumber(state[f]) or 0
+  local values = {}
+  for f = first, #fields do
+    values[f] = tonumber(state[f]) or 0
   end
   -- The anchor's and the last event time's new texts, when they change.
   local anchor_text, last_text
@@ -79,13 +117,18 @@ local function apply(recent, items, meta, answers, half_life, cap, events)
     end
     local exponent = (ts - anchor) / half_life
     if exponent > 64 then
-      rescale(items, 2 ^ (-exponent))
+      local factor = 2 ^ (-exponent)
+      rescale(profile, factor)
+      for f = scores, #fields do
+        values[f] = values[f] * factor
+      end
       anchor, anchor_text = ts, event[4]
       exponent = 0
     end
-    redis.call('HINCRBYFLOAT', items, event[1], string.format('%.17g', event[3] * 2 ^ exponent))
-    local f = slot[event[2]]
-    counts[f] = counts[f] + 1
+    local f = score_slot[event[1]]
+    values[f] = values[f] + event[3] * 2 ^ exponent
+    f = count_slot[event[2]]
+    values[f] = values[f] + 1
     if last == nil or ts > last then
       last, last_text = ts, event[4]
     end
@@ -109,11 +152,15 @@ local function apply(recent, items, meta, answers, half_life, cap, events)
     written[#written + 1] = 'last_event_at'
     written[#written + 1] = as_text(last_text)
   end
-  for f = 6, #fields do
+  for f = first, scores - 1 do
     written[#written + 1] = fields[f]
-    written[#written + 1] = string.format('%d', counts[f])
+    written[#written + 1] = string.format('%d', values[f])
   end
-  redis.call('HSET', meta, unpack(written))
+  for f = scores, #fields do
+    written[#written + 1] = fields[f]
+    written[#written + 1] = string.format('%.17g', values[f])
+  end
+  in_chunks('HSET', profile, written)
   return state[4] ~= false
 end
 

@@ -3,13 +3,13 @@
 Per user (every key carries the hash tag ``{u:<user_id>}``, so one user's keys share a Redis
 Cluster slot and are updated by one atomic script; on a standalone Redis one script call
 updates up to ``USERS_PER_SCRIPT_CALL`` users, whose key names it makes from their prefixes
-instead of being sent five per user):
+instead of being sent four per user):
 
 - ``recent``: the newest ``profile_recent_max`` interactions, a sorted set scored by event time;
-- ``items``: per item, the sum of event-type weights with exponential time decay;
-- ``meta``: decay anchor, last event time, number of events, and events per type
-  (``count:<type>``); the token of the last rebuild from the database, and whether ``answers``
-  may hold lists;
+- ``profile``, a hash: per item (``item:<item_id>``), the sum of event-type weights with
+  exponential time decay; events per type (``count:<type>``); the decay anchor, last event
+  time, number of events, the token of the last rebuild from the database, and whether
+  ``answers`` may hold lists. One hash, so that an update reads it once and writes it once;
 - ``rebuild-log``: only while a rebuild from the database runs (see ``open_rebuild``);
 - ``answers``: lists of recommendations made from the profile (``app.serving.answers``).
 
@@ -75,8 +75,8 @@ GENERATION_FIELD = "generation"
 @dataclass(frozen=True, slots=True)
 class UserKeys:
     recent: str
-    items: str
-    meta: str
+    # The item scores, ``item:<item_id>``, and the profile's bookkeeping (``meta`` of a snapshot).
+    profile: str
     log: str
     # Recommendations made from the profile (app.serving.answers): a write of the profile
     # deletes them.
@@ -84,19 +84,22 @@ class UserKeys:
 
     def all(self) -> list[str]:
         """The keys that hold the profile."""
-        return [self.recent, self.items, self.meta]
+        return [self.recent, self.profile]
 
     def script_keys(self) -> list[str]:
         """The keys the profile scripts take, in their order (``profile_functions.lua``)."""
-        return [self.recent, self.items, self.meta, self.log, self.answers]
+        return [self.recent, self.profile, self.log, self.answers]
 
 
 # The suffixes of a user's keys, in the order of ``UserKeys.script_keys``; apply_events.lua
 # makes the same names from a user's prefix.
-_SUFFIXES = ("recent", "items", "meta", "rebuild-log", "answers")
-# Meta fields of the events per type.
+_SUFFIXES = ("recent", "profile", "rebuild-log", "answers")
+# Keys that earlier versions kept profiles in; a rebuild deletes them.
+_FORMER_SUFFIXES = ("items", "meta", "cats", "counts")
+# Profile fields of the events per type and of the item scores.
 COUNT_FIELD = "count:"
-# The meta field that is there while a rebuild of the profile may run (``open_rebuild``).
+ITEM_FIELD = "item:"
+# The profile field that is there while a rebuild of the profile may run (``open_rebuild``).
 REBUILDING_FIELD = "rebuilding"
 
 
@@ -285,7 +288,7 @@ class ProfileStore:
             pipe.rpush(keys.log, "")
             pipe.expire(keys.log, REBUILD_LOG_SECONDS)
             # Tells the live updates to look for the log; replacing the profile drops it.
-            pipe.hset(keys.meta, REBUILDING_FIELD, "1")
+            pipe.hset(keys.profile, REBUILDING_FIELD, "1")
             if self._cluster:
                 pipe.execute()
         pipe.execute()
@@ -302,16 +305,18 @@ class ProfileStore:
         half_life, cap = repr(self.half_life), str(self.recent_cap)
         for user_id, events in events_by_user.items():
             built = self.compute_profile(events)
-            meta = {k: str(v) for k, v in built["meta"].items()}
-            meta[GENERATION_FIELD] = secrets.token_hex(8)
-            meta.update((COUNT_FIELD + k, str(v)) for k, v in built["counts"].items())
+            fields = {k: str(v) for k, v in built["meta"].items()}
+            fields[GENERATION_FIELD] = secrets.token_hex(8)
+            fields.update((COUNT_FIELD + k, str(v)) for k, v in built["counts"].items())
+            fields.update((ITEM_FIELD + k, v) for k, v in built["items"].items())
             payload = {
-                "items": built["items"],
-                "meta": meta,
+                "profile": fields,
                 "recent": [
                     [repr(score), member.decode()] for member, score in built["recent"].items()
                 ],
             }
+            prefix = key_prefix(user_id)
+            pipe.delete(*(prefix + suffix for suffix in _FORMER_SUFFIXES))
             keys = user_keys(user_id).script_keys()
             pipe.evalsha(self._replace_script.sha, len(keys), *keys, half_life, cap, dumps(payload))
             if self._cluster:
@@ -366,23 +371,25 @@ class ProfileStore:
     def read(self, user_id: str, now: datetime | None = None) -> ProfileSnapshot:
         """The user's profile, scores decayed to ``now``; empty for an unknown user.
 
-        ``meta`` is read first, so the snapshot's ``version`` (the events counted and the
-        rebuild's token) is never newer than what was read with it: a list made from the
-        snapshot is kept only while the version is still the profile's
+        The profile hash is read before the recent list, so the snapshot's ``version`` (the
+        events counted and the rebuild's token) is never newer than what was read with it: a
+        list made from the snapshot is kept only while the version is still the profile's
         (``app.serving.answers``).
         """
         now = now or datetime.now(UTC)
         keys = user_keys(user_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(keys.meta)
+        pipe.hgetall(keys.profile)
         pipe.zrevrange(keys.recent, 0, -1)
-        pipe.hgetall(keys.items)
-        meta_raw, recent_raw, items_raw = pipe.execute()
+        profile_raw, recent_raw = pipe.execute()
         meta: dict[str, str] = {}
         counts: dict[str, int] = {}
-        for key, value in meta_raw.items():
+        scores: dict[str, str] = {}
+        for key, value in profile_raw.items():
             field_, text = _text(key), _text(value)
-            if field_.startswith(COUNT_FIELD):
+            if field_.startswith(ITEM_FIELD):
+                scores[field_[len(ITEM_FIELD) :]] = text
+            elif field_.startswith(COUNT_FIELD):
                 counts[field_[len(COUNT_FIELD) :]] = int(text)
             else:
                 meta[field_] = text
@@ -392,7 +399,7 @@ class ProfileStore:
         return ProfileSnapshot(
             user_id=user_id,
             recent=[orjson.loads(member) for member in recent_raw],
-            item_scores=_decayed(items_raw, factor),
+            item_scores=_decayed(scores, factor),
             counts=counts,
             events=int(meta.get("events", 0)),
             last_event_at=datetime.fromtimestamp(float(last), UTC) if last else None,
@@ -467,7 +474,7 @@ def activity_key(bucket: int) -> str:
 
 
 def profile_version(events: str | None, generation: str | None) -> bytes:
-    """The version of a profile from its meta fields, as the answers' store script makes it."""
+    """The version of a profile from its fields, as the answers' store script makes it."""
     return f"{events or ''}/{generation or ''}".encode()
 
 
@@ -475,10 +482,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decayed(raw: Mapping[Any, Any], factor: float) -> dict[str, float]:
+def _decayed(raw: Mapping[str, str], factor: float) -> dict[str, float]:
     out = {}
     for key, value in raw.items():
         decayed = float(value) * factor
         if math.isfinite(decayed):
-            out[_text(key)] = decayed
+            out[key] = decayed
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))

@@ -142,7 +142,7 @@ def test_every_key_of_a_user_starts_with_the_users_prefix() -> None:
     for user_id in ("u1", "user:{odd}id", "ünï"):
         prefix = key_prefix(user_id)
         assert user_keys(user_id).script_keys() == [
-            prefix + suffix for suffix in ("recent", "items", "meta", "rebuild-log", "answers")
+            prefix + suffix for suffix in ("recent", "profile", "rebuild-log", "answers")
         ]
 
 
@@ -373,7 +373,7 @@ def test_applying_the_same_events_twice_counts_them_once(services: Services) -> 
     assert before["events"] == 3
 
 
-def test_meta_keeps_the_anchor_and_the_newest_event_time_exactly(services: Services) -> None:
+def test_profile_keeps_the_anchor_and_the_newest_event_time_exactly(services: Services) -> None:
     """The decay anchor is the first event's time and stays put; the last event time is the
     newest event's, whatever order events arrive in; both as the exact float."""
     first = datetime(2026, 11, 27, 8, 0, 0, 123457, tzinfo=UTC)
@@ -386,7 +386,8 @@ def test_meta_keeps_the_anchor_and_the_newest_event_time_exactly(services: Servi
     late = ProfileEvent("m3", "m", "c", "view", None, first + timedelta(hours=1))
     services.profiles.apply([late], now=first + timedelta(hours=4))
 
-    meta = {k.decode(): v.decode() for k, v in services.redis.hgetall(user_keys("m").meta).items()}
+    raw = services.redis.hgetall(user_keys("m").profile)
+    meta = {k.decode(): v.decode() for k, v in raw.items()}
     assert float(meta["anchor"]) == first.timestamp()
     assert float(meta["last_event_at"]) == events[1].occurred_at.timestamp()
     assert meta["events"] == "3"
@@ -396,3 +397,52 @@ def test_meta_keeps_the_anchor_and_the_newest_event_time_exactly(services: Servi
     assert [r["ts"] for r in snapshot.recent] == [
         e.occurred_at.timestamp() for e in (events[1], late, events[0])
     ]
+
+
+def test_one_users_thousands_of_items_in_one_update(services: Services) -> None:
+    """A script reads and writes a user's item scores in one command each up to a thousand
+    fields, and in parts above that: a batch of 2,500 events of one user, with 2,100 items."""
+    from app.reconcile import ProfileRebuilder
+
+    now = datetime.now(UTC)
+    events = [
+        {
+            "event_id": f"many{k}",
+            "user_id": "many",
+            "item_id": f"i{k % 2100}",
+            "type": ("view", "click", "dislike")[k % 3],
+            "timestamp": _ts(k / 100, now),
+        }
+        for k in range(2500)
+    ]
+    outcome = services.ingestor.ingest_raw(events, now=now)
+    assert (outcome.accepted, outcome.profile) == (2500, "updated")
+    live = _comparable(services.profiles, "many", now)
+    assert live["events"] == 2500
+    assert live["counts"] == {"view": 834, "click": 833, "dislike": 833}
+    items = live["items"]
+    assert isinstance(items, dict)
+    assert len(items) == 2100
+
+    services.redis.delete(*user_keys("many").all())
+    ProfileRebuilder(services.sessions, services.profiles).rebuild_users(["many"])
+    _assert_same_profile(live, _comparable(services.profiles, "many", now))
+
+
+def test_a_rebuild_deletes_the_keys_profiles_were_kept_in_before(services: Services) -> None:
+    """Earlier versions kept item scores in ``items`` and the rest in ``meta`` (and before
+    that ``cats`` and ``counts``); rebuilding a profile removes what they left."""
+    from app.reconcile import ProfileRebuilder
+
+    now = datetime.now(UTC)
+    event = {"event_id": "old1", "user_id": "old", "item_id": "i1", "type": "purchase"}
+    assert services.ingestor.ingest_raw([event], now=now).accepted == 1
+    former = [key_prefix("old") + suffix for suffix in ("items", "meta", "cats", "counts")]
+    for key in former:
+        services.redis.hset(key, "i1", "1.5")
+    before = _comparable(services.profiles, "old", now)
+
+    ProfileRebuilder(services.sessions, services.profiles).rebuild_users(["old"])
+
+    assert services.redis.exists(*former) == 0
+    _assert_same_profile(before, _comparable(services.profiles, "old", now))

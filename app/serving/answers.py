@@ -12,7 +12,7 @@ without reading the profile or scoring anything. What keeps that exact:
   the deletion.
 - A list is stored only if no profile write happened since its profile was read: the read
   takes the profile's version (the number of events counted and the token of its last
-  rebuild) before its contents, and the store succeeds only while the version is unchanged.
+  rebuild) with its item scores, and the store succeeds only while the version is unchanged.
 - A kept list names the model version and the catalogue's fingerprint it was made with and is
   used only while both are the ones served, and until it expires: after
   ``answer_cache_seconds``, or earlier when an item's availability window opens or closes.
@@ -51,7 +51,7 @@ MAX_LISTS = 16
 # At most one warning this often about failed reads of kept lists.
 WARN_EVERY_SECONDS = 10.0
 
-# KEYS: the user's answers hash and profile meta hash. ARGV: the profile's version as read
+# KEYS: the user's answers hash and profile hash. ARGV: the profile's version as read
 # (``app.profiles.profile_version``), field, list, max_lists, seconds.
 STORE_LUA = """
 local now = redis.call('HMGET', KEYS[2], 'events', 'generation')
@@ -220,7 +220,7 @@ class AnswerCache:
             self.script.sha,
             2,
             keys.answers,
-            keys.meta,
+            keys.profile,
             version,
             field,
             kept,

@@ -252,10 +252,10 @@ def test_a_profile_write_deletes_the_lists_only_when_some_were_kept(
     pipe = services.redis.pipeline(transaction=False)
     answers.store(pipe, user, b"f", services.profiles.read(user).version, "r", {}, 1, 2.0)
     assert execute_scripts(services.redis, pipe, [answers.script]) == [1]
-    assert services.redis.hget(keys.meta, "kept") == b"1"
+    assert services.redis.hget(keys.profile, "kept") == b"1"
     view("kept-1")
     assert not services.redis.exists(keys.answers)
-    assert services.redis.hget(keys.meta, "kept") == b"0"
+    assert services.redis.hget(keys.profile, "kept") == b"0"
     # Nothing was stored since: the next write leaves the hash alone (here a field put there
     # by hand, which no list store wrote).
     services.redis.hset(keys.answers, "by-hand", "x")
