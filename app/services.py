@@ -151,7 +151,7 @@ class Services:
 
     @classmethod
     def create(cls, settings: Settings, migrate: bool | None = None) -> Services:
-        engine = create_db_engine(settings.sqlalchemy_url)
+        engine = create_db_engine(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
         if settings.auto_migrate if migrate is None else migrate:
             upgrade_schema(engine)
         sessions = make_sessionmaker(engine)

@@ -283,3 +283,14 @@ def test_shutdown_completes_when_the_embedded_redis_died_before_it(
     assert services.embedded_redis is None
     # The database's connections were closed after it.
     assert services.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+
+
+def test_connections_opened_for_a_burst_are_kept_for_the_next(services: Services) -> None:
+    """As many requests as run on threads at once each hold a connection; given back, every one
+    stays open for the next burst instead of being closed and opened again."""
+    engine = services.sessions.kw["bind"]
+    assert engine.pool.size() == services.settings.database_pool_size == 40
+    held = [engine.connect() for _ in range(40)]
+    for connection in held:
+        connection.close()
+    assert engine.pool.checkedin() == 40

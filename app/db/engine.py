@@ -41,8 +41,12 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _configure_sqlite)
         return engine
+    # Connections beyond pool_size are closed when given back: under a burst each request would
+    # start a PostgreSQL backend of its own (several ms of CPU) and the process fall further
+    # behind. The service keeps as many as run at once (Settings.database_pool_size); the few
+    # over them are for background work.
     kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
