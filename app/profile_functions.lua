@@ -73,6 +73,20 @@ local function rescale(profile, factor)
   end
 end
 
+-- Appends to ``fields`` the field named ``prefix`` .. value for each distinct value of the
+-- events' ``column``; answers each value's index in ``fields``.
+local function add_fields(fields, events, column, prefix)
+  local slots = {}
+  for i = 1, #events do
+    local value = events[i][column]
+    if slots[value] == nil then
+      fields[#fields + 1] = prefix .. value
+      slots[value] = #fields
+    end
+  end
+  return slots
+end
+
 -- Counts ``events`` in the profile (``recent``, ``profile`` and ``answers``, the user's keys);
 -- answers whether a rebuild of it may be running.
 local function apply(recent, profile, answers, half_life, cap, events)
@@ -81,22 +95,9 @@ local function apply(recent, profile, answers, half_life, cap, events)
   -- item's score among them; ``first``: that of the first count, ``scores``: of the first score.
   local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
   local first = #fields + 1
-  local count_slot, score_slot = {}, {}
-  for i = 1, #events do
-    local etype = events[i][2]
-    if count_slot[etype] == nil then
-      fields[#fields + 1] = 'count:' .. etype
-      count_slot[etype] = #fields
-    end
-  end
+  local count_slot = add_fields(fields, events, 2, 'count:')
   local scores = #fields + 1
-  for i = 1, #events do
-    local item = events[i][1]
-    if score_slot[item] == nil then
-      fields[#fields + 1] = 'item:' .. item
-      score_slot[item] = #fields
-    end
-  end
+  local score_slot = add_fields(fields, events, 1, 'item:')
   local state = read_fields(profile, fields)
   local anchor = tonumber(state[1])
   local last = tonumber(state[2])
