@@ -41,26 +41,25 @@ local function as_text(epoch)
 end
 
 -- Redis commands take their arguments from the Lua stack, which holds a few thousand: ``flat``
--- goes to ``command`` a thousand at a time (an even number, which keeps pairs together).
+-- goes to ``command`` a thousand at a time (an even number, which keeps pairs together). Answers
+-- the command's reply, or, when it took parts, their array replies joined (HMGET's values).
 local function in_chunks(command, key, flat)
+  if #flat <= 1000 then
+    if #flat == 0 then
+      return {}
+    end
+    return redis.call(command, key, unpack(flat))
+  end
+  local joined = {}
   for start = 1, #flat, 1000 do
-    redis.call(command, key, unpack(flat, start, math.min(start + 999, #flat)))
-  end
-end
-
--- HMGET of any number of fields.
-local function read_fields(key, fields)
-  if #fields <= 1000 then
-    return redis.call('HMGET', key, unpack(fields))
-  end
-  local values = {}
-  for start = 1, #fields, 1000 do
-    local part = redis.call('HMGET', key, unpack(fields, start, math.min(start + 999, #fields)))
-    for i = 1, #part do
-      values[#values + 1] = part[i]
+    local reply = redis.call(command, key, unpack(flat, start, math.min(start + 999, #flat)))
+    if type(reply) == 'table' then
+      for i = 1, #reply do
+        joined[#joined + 1] = reply[i]
+      end
     end
   end
-  return values
+  return joined
 end
 
 -- Multiplies every item score of ``profile`` by ``factor``.
@@ -98,7 +97,7 @@ local function apply(recent, profile, answers, half_life, cap, events)
   local count_slot = add_fields(fields, events, 2, 'count:')
   local scores = #fields + 1
   local score_slot = add_fields(fields, events, 1, 'item:')
-  local state = read_fields(profile, fields)
+  local state = in_chunks('HMGET', profile, fields)
   local anchor = tonumber(state[1])
   local last = tonumber(state[2])
   local total = (tonumber(state[3]) or 0) + #events
