@@ -43,16 +43,18 @@ end
 -- Redis commands take their arguments from the Lua stack, which holds a few thousand: ``flat``
 -- goes to ``command`` a thousand at a time (an even number, which keeps pairs together). Answers
 -- the command's reply, or, when it took parts, their array replies joined (HMGET's values).
-local function in_chunks(command, key, flat)
-  if #flat <= 1000 then
-    if #flat == 0 then
+-- ``count``: how many of ``flat``'s values to send, when the table has room beyond them.
+local function in_chunks(command, key, flat, count)
+  local n = count or #flat
+  if n <= 1000 then
+    if n == 0 then
       return {}
     end
-    return redis.call(command, key, unpack(flat))
+    return redis.call(command, key, unpack(flat, 1, n))
   end
   local joined = {}
-  for start = 1, #flat, 1000 do
-    local reply = redis.call(command, key, unpack(flat, start, math.min(start + 999, #flat)))
+  for start = 1, n, 1000 do
+    local reply = redis.call(command, key, unpack(flat, start, math.min(start + 999, n)))
     if type(reply) == 'table' then
       for i = 1, #reply do
         joined[#joined + 1] = reply[i]
@@ -72,37 +74,53 @@ local function rescale(profile, factor)
   end
 end
 
--- Appends to ``fields`` the field named ``prefix`` .. value for each distinct value of the
--- events' ``column``; answers each value's index in ``fields``.
-local function add_fields(fields, events, column, prefix)
+-- Puts in ``fields``, after its first ``n`` values, the field named ``prefix`` .. value for each
+-- distinct value of the events' ``column``; answers each value's index in ``fields``, and the
+-- number of values ``fields`` holds now.
+local function add_fields(fields, n, events, column, prefix)
   local slots = {}
   for i = 1, #events do
     local value = events[i][column]
     if slots[value] == nil then
-      fields[#fields + 1] = prefix .. value
-      slots[value] = #fields
+      n = n + 1
+      fields[n] = prefix .. value
+      slots[value] = n
     end
   end
-  return slots
+  return slots, n
 end
 
 -- Counts ``events`` in the profile (``recent``, ``profile`` and ``answers``, the user's keys);
 -- answers whether a rebuild of it may be running.
+--
+-- Most calls bring a user one event. Tables built by a constructor get their size once, so the
+-- tables below are made with room for what one event needs; a table that grows one value at a
+-- time is reallocated at every power of two, and that showed in Redis's CPU.
 local function apply(recent, profile, answers, half_life, cap, events)
-  -- The fields to read: five scalars, then the count of each type and the score of each item
-  -- among the events. ``count_slot``, ``score_slot``: the index of a type's count and of an
-  -- item's score among them; ``first``: that of the first count, ``scores``: of the first score.
-  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept'}
-  local first = #fields + 1
-  local count_slot = add_fields(fields, events, 2, 'count:')
-  local scores = #fields + 1
-  local score_slot = add_fields(fields, events, 1, 'item:')
-  local state = in_chunks('HMGET', profile, fields)
+  -- The fields to read: five scalars, then from ``first`` the count of each type and from
+  -- ``scores`` the score of each item among the events, ``last_field`` of them in all.
+  -- ``count_slot``, ``score_slot``: the index of a type's count and of an item's score.
+  local first = 6
+  local fields, count_slot, score_slot, scores, last_field
+  if #events == 1 then
+    local item, event_type = events[1][1], events[1][2]
+    fields = {
+      'anchor', 'last_event_at', 'events', 'rebuilding', 'kept',
+      'count:' .. event_type, 'item:' .. item,
+    }
+    count_slot, score_slot, scores, last_field = {[event_type] = 6}, {[item] = 7}, 7, 7
+  else
+    fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept', false, false}
+    count_slot, last_field = add_fields(fields, 5, events, 2, 'count:')
+    scores = last_field + 1
+    score_slot, last_field = add_fields(fields, last_field, events, 1, 'item:')
+  end
+  local state = in_chunks('HMGET', profile, fields, last_field)
   local anchor = tonumber(state[1])
   local last = tonumber(state[2])
   local total = (tonumber(state[3]) or 0) + #events
-  local values = {}
-  for f = first, #fields do
+  local values = {0, 0, 0, 0, 0, 0, 0}
+  for f = first, last_field do
     values[f] = tonumber(state[f]) or 0
   end
   -- The anchor's and the last event time's new texts, when they change.
@@ -119,7 +137,7 @@ local function apply(recent, profile, answers, half_life, cap, events)
     if exponent > 64 then
       local factor = 2 ^ (-exponent)
       rescale(profile, factor)
-      for f = scores, #fields do
+      for f = scores, last_field do
         values[f] = values[f] * factor
       end
       anchor, anchor_text = ts, event[4]
@@ -138,40 +156,49 @@ local function apply(recent, profile, answers, half_life, cap, events)
   if total > cap then
     redis.call('ZREMRANGEBYRANK', recent, 0, -(cap + 1))
   end
-  local written = {'events', string.format('%d', total)}
+  -- Field and value pairs, ``w`` values so far, in a table with room for those of one event.
+  local written = {
+    'events', string.format('%d', total), false, false, false, false, false, false, false, false,
+    false, false,
+  }
+  local w = 2
   if state[5] == '1' then
     redis.call('DEL', answers)
-    written[#written + 1] = 'kept'
-    written[#written + 1] = '0'
+    written[w + 1], written[w + 2], w = 'kept', '0', w + 2
   end
   if anchor_text ~= nil then
-    written[#written + 1] = 'anchor'
-    written[#written + 1] = as_text(anchor_text)
+    written[w + 1], written[w + 2], w = 'anchor', as_text(anchor_text), w + 2
   end
   if last_text ~= nil then
-    written[#written + 1] = 'last_event_at'
-    written[#written + 1] = as_text(last_text)
+    written[w + 1], written[w + 2], w = 'last_event_at', as_text(last_text), w + 2
   end
   for f = first, scores - 1 do
-    written[#written + 1] = fields[f]
-    written[#written + 1] = string.format('%d', values[f])
+    written[w + 1], written[w + 2], w = fields[f], string.format('%d', values[f]), w + 2
   end
-  for f = scores, #fields do
-    written[#written + 1] = fields[f]
-    written[#written + 1] = string.format('%.17g', values[f])
+  for f = scores, last_field do
+    written[w + 1], written[w + 2], w = fields[f], string.format('%.17g', values[f]), w + 2
   end
-  in_chunks('HSET', profile, written)
+  in_chunks('HSET', profile, written, w)
   return state[4] ~= false
 end
 
 -- The events not counted yet: those whose member was not in ``recent``, where it is now added
--- (``apply`` counts them next, in the same script).
+-- (``apply`` counts them next, in the same script). ``events`` itself when none was counted
+-- before, the usual case: a new table only once one is skipped.
 local function uncounted(recent, events)
-  local kept = {}
+  local kept
   for i = 1, #events do
-    if redis.call('ZADD', recent, 'NX', events[i][4], events[i][5]) == 1 then
-      kept[#kept + 1] = events[i]
+    local event = events[i]
+    if redis.call('ZADD', recent, 'NX', event[4], event[5]) == 1 then
+      if kept ~= nil then
+        kept[#kept + 1] = event
+      end
+    elseif kept == nil then
+      kept = {}
+      for j = 1, i - 1 do
+        kept[j] = events[j]
+      end
     end
   end
-  return kept
+  return kept or events
 end

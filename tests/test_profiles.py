@@ -373,6 +373,32 @@ def test_applying_the_same_events_twice_counts_them_once(services: Services) -> 
     assert before["events"] == 3
 
 
+def test_an_update_mixing_counted_and_new_events_counts_each_once(services: Services) -> None:
+    """An update whose events the profile partly counts already, in any order (new ones before,
+    between and after counted ones), counts just the new ones: the profile equals one that saw
+    each event once."""
+    now = datetime.now(UTC)
+    events = [
+        ProfileEvent(
+            f"x{k}",
+            "x",
+            f"i{k % 3}",
+            ("view", "click", "like")[k % 3],
+            None,
+            now - timedelta(minutes=10 - k),
+        )
+        for k in range(6)
+    ]
+    services.profiles.apply([events[1], events[2], events[4]], now=now)
+    services.profiles.apply(
+        [events[0], events[1], events[3], events[2], events[4], events[5]], now=now
+    )
+    services.profiles.apply([e._replace(user_id="y") for e in events], now=now)
+    mixed, once = _comparable(services.profiles, "x", now), _comparable(services.profiles, "y", now)
+    assert mixed["events"] == 6
+    _assert_same_profile(once, mixed)
+
+
 def test_profile_keeps_the_anchor_and_the_newest_event_time_exactly(services: Services) -> None:
     """The decay anchor is the first event's time and stays put; the last event time is the
     newest event's, whatever order events arrive in; both as the exact float."""
