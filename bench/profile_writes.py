@@ -18,15 +18,29 @@ Run from the project root::
 
 The Redis database named is flushed, and its server's command statistics are reset: give it a
 database of its own on a server nothing else uses while it runs.
+
+CPU time on a shared machine moves by a third from one run to the next, more than most changes
+to the scripts. ``--callgrind`` counts instructions instead, which repeat exactly for the same
+server, scripts and events whatever else the machine does: it starts a private ``redis-server``
+under ``valgrind --tool=callgrind`` (both must be installed; it runs about 50 times slower, so
+give it fewer batches) and reports the instructions the server executes per 1,000 events, for
+the same three parts::
+
+    .venv/bin/python bench/profile_writes.py --callgrind --batches 40 --warmup 10
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,6 +140,98 @@ def measure(
     }
 
 
+class CallgrindServer:
+    """A private ``redis-server`` run under callgrind, whose instruction counts can be read."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        self.process = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={workdir / 'callgrind.out'}",
+                "redis-server",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = redis.Redis(port=port)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start under valgrind") from None
+                time.sleep(0.2)
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(
+            ["callgrind_control", *args, str(self.process.pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def zero(self) -> None:
+        self._control("--zero")
+
+    def instructions(self) -> int:
+        """Instructions executed since the last ``zero``, read from a dump made now."""
+        before = set(self.workdir.glob("callgrind.out*"))
+        self._control("--dump")
+        (dump,) = set(self.workdir.glob("callgrind.out*")) - before
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+        raise SystemExit(f"no instruction count in {dump}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(redis.ConnectionError):
+            self.client.shutdown(nosave=True)
+        self.process.wait(timeout=120)
+
+
+@contextlib.contextmanager
+def callgrind_server() -> Iterator[CallgrindServer]:
+    for tool in ("valgrind", "callgrind_control", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"--callgrind needs {tool} on the PATH")
+    with tempfile.TemporaryDirectory(prefix="profile-writes-") as workdir:
+        server = CallgrindServer(Path(workdir))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def count_instructions(
+    server: CallgrindServer, write: Callable[[Batch], None], batches: Sequence[Batch], warmup: int
+) -> float:
+    """Flush, warm up with ``warmup`` batches, then count the server's instructions for the
+    rest; answers millions of instructions per 1,000 events."""
+    server.client.flushdb()
+    for batch in batches[:warmup]:
+        write(batch)
+    server.zero()
+    for batch in batches[warmup:]:
+        write(batch)
+    counted = server.instructions()
+    return counted / sum(len(b) for b in batches[warmup:]) * 1000 / 1e6
+
+
 def report(title: str, result: dict[str, Any]) -> None:
     print(f"\n== {title} ==")
     for label, key in (("Redis CPU", "cpu_ms"), ("caller's CPU", "caller_cpu_ms")):
@@ -142,7 +248,11 @@ def report(title: str, result: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", required=True, help="a database of its own: flushed")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--redis-url", help="a database of its own: flushed")
+    target.add_argument(
+        "--callgrind", action="store_true", help="count a private server's instructions"
+    )
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=50, help="batches before measuring")
     parser.add_argument("--batch-size", type=int, default=1000)
@@ -154,17 +264,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batches <= args.warmup:
         parser.error("--batches must exceed --warmup")
 
-    client = redis.Redis.from_url(args.redis_url)
-    store = ProfileStore(client, Settings())
     batches = make_batches(args.batches, args.batch_size, args.users, args.items, args.seed)
-    now = datetime.now(UTC)
-    print(
-        f"{args.batches - args.warmup} batches of {args.batch_size} measured after "
-        f"{args.warmup}; {args.users:,} users, {args.items:,} items; "
-        f"Redis {client.info('server')['redis_version']}"
-    )
+    if args.callgrind:
+        with callgrind_server() as server:
+            return count_parts(server, batches, args)
+    return time_parts(redis.Redis.from_url(args.redis_url), batches, args)
 
+
+def writes(client: redis.Redis) -> list[tuple[str, Callable[[Batch], None]]]:
+    """The three writes measured: the whole write and each of its two parts."""
+    store = ProfileStore(client, Settings())
     profiles_only = ProfileScriptsOnly(client, Settings())
+    now = datetime.now(UTC)
 
     def counters_only(batch: Batch) -> None:
         pipe = client.pipeline(transaction=False)
@@ -173,20 +284,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         store._execute(pipe)
 
+    return [
+        ("the whole write (ProfileStore.apply)", lambda b: store.apply(b, now)),
+        ("profile scripts alone", lambda b: profiles_only.apply(b, now)),
+        ("trending and activity counters alone", counters_only),
+    ]
+
+
+def heading(client: redis.Redis, args: argparse.Namespace) -> None:
+    print(
+        f"{args.batches - args.warmup} batches of {args.batch_size} measured after "
+        f"{args.warmup}; {args.users:,} users, {args.items:,} items; "
+        f"Redis {client.info('server')['redis_version']}"
+    )
+
+
+def time_parts(client: redis.Redis, batches: Sequence[Batch], args: argparse.Namespace) -> int:
+    heading(client, args)
     started = time.monotonic()
-    report(
-        "the whole write (ProfileStore.apply)",
-        measure(client, lambda b: store.apply(b, now), batches, args.warmup, args.chunk),
-    )
-    report(
-        "profile scripts alone",
-        measure(client, lambda b: profiles_only.apply(b, now), batches, args.warmup, args.chunk),
-    )
-    report(
-        "trending and activity counters alone",
-        measure(client, counters_only, batches, args.warmup, args.chunk),
-    )
+    for title, write in writes(client):
+        report(title, measure(client, write, batches, args.warmup, args.chunk))
     client.flushdb()
+    print(f"\n{time.monotonic() - started:.0f} s")
+    return 0
+
+
+def count_parts(server: CallgrindServer, batches: Sequence[Batch], args: argparse.Namespace) -> int:
+    heading(server.client, args)
+    started = time.monotonic()
+    print("instructions Redis executes per 1,000 events (callgrind):")
+    for title, write in writes(server.client):
+        millions = count_instructions(server, write, batches, args.warmup)
+        print(f"  {title:<40} {millions:8.1f} million")
     print(f"\n{time.monotonic() - started:.0f} s")
     return 0
 
