@@ -101,16 +101,13 @@ local function apply(recent, profile, answers, half_life, cap, events)
   -- ``scores`` the score of each item among the events, ``last_field`` of them in all.
   -- ``count_slot``, ``score_slot``: the index of a type's count and of an item's score.
   local first = 6
-  local fields, count_slot, score_slot, scores, last_field
+  local fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept', false, false}
+  local count_slot, score_slot, scores, last_field
   if #events == 1 then
     local item, event_type = events[1][1], events[1][2]
-    fields = {
-      'anchor', 'last_event_at', 'events', 'rebuilding', 'kept',
-      'count:' .. event_type, 'item:' .. item,
-    }
+    fields[6], fields[7] = 'count:' .. event_type, 'item:' .. item
     count_slot, score_slot, scores, last_field = {[event_type] = 6}, {[item] = 7}, 7, 7
   else
-    fields = {'anchor', 'last_event_at', 'events', 'rebuilding', 'kept', false, false}
     count_slot, last_field = add_fields(fields, 5, events, 2, 'count:')
     scores = last_field + 1
     score_slot, last_field = add_fields(fields, last_field, events, 1, 'item:')

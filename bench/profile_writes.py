@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest import EventFactory  # noqa: E402  (bench/ is the script's own directory)
+from ingest import EventFactory, free_port  # noqa: E402  (bench/ is the script's own directory)
 
 from app.config import Settings  # noqa: E402
 from app.profiles import ProfileEvent, ProfileStore  # noqa: E402
@@ -145,9 +144,7 @@ class CallgrindServer:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port()
         self.process = subprocess.Popen(
             [
                 "valgrind",
