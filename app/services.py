@@ -20,6 +20,7 @@ from redis.retry import Retry
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import make_artifact_store
 from app.catalog import Catalog
 from app.config import Settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
@@ -157,7 +158,9 @@ class Services:
         sessions = make_sessionmaker(engine)
         client, embedded = connect_redis(settings)
         profiles = ProfileStore(client, settings)
-        models = ModelHolder(sessions)
+        models = ModelHolder(
+            sessions, make_artifact_store(settings.artifact_store, sessions, settings.model_dir)
+        )
         catalog_index = CatalogIndex(sessions)
         recommender = Recommender(
             models,

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import ArtifactStore, LocalArtifactStore
 from app.db.models import ModelVersion
 from training.artifact import ArtifactError, ModelArtifact
 from training.data import Interactions, count_events, load_interactions, load_items
@@ -68,6 +69,8 @@ class TrainResult:
     metrics: dict[str, Any]
     decision: GateDecision
     timings: dict[str, float] = field(default_factory=dict)
+    # What the registry names: ``path`` itself, or ``database:<version>``.
+    location: str = ""
 
 
 def _stable_hashes(ids: list[str]) -> npt.NDArray[np.uint64]:
@@ -155,8 +158,13 @@ def train(
     options: TrainOptions,
     log: Log = lambda _line: None,
     progress: Progress | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> TrainResult:
-    """Train a candidate from every stored event, register it and apply the gate."""
+    """Train a candidate from every stored event, register it and apply the gate.
+
+    The artifact is saved under ``model_dir`` and kept by ``artifacts`` (the local folder by
+    default); its files and its registry row are committed together."""
+    artifacts = artifacts or LocalArtifactStore()
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -247,7 +255,7 @@ def train(
     active_metrics: dict[str, float] | None = None
     if active is not None and len(users):
         try:
-            previous = ModelArtifact.load(Path(active.artifact_path), active.artifact_sha256)
+            previous = artifacts.load(active.artifact_path, active.artifact_sha256)
             old = remap_artifact(previous, inter.item_ids)
             old_choice = ModelChoice.from_dict(previous.params.get("choice", {}))
             old_history = dataset.matrix(train_rows, old_choice.values)
@@ -276,22 +284,22 @@ def train(
     path, digest = artifact.save(model_dir)
     lap("save")
     window = inter.window
-    registry.add(
-        ModelVersion(
-            version=version,
-            created_at=now,
-            status=CANDIDATE,
-            data_from=window[0],
-            data_until=window[1],
-            n_events=len(inter),
-            n_users=inter.n_users,
-            n_items=inter.n_items,
-            params=artifact.params,
-            metrics=metrics,
-            artifact_path=str(path.resolve()),
-            artifact_sha256=digest,
-        )
+    row = ModelVersion(
+        version=version,
+        created_at=now,
+        status=CANDIDATE,
+        data_from=window[0],
+        data_until=window[1],
+        n_events=len(inter),
+        n_users=inter.n_users,
+        n_items=inter.n_items,
+        params=artifact.params,
+        metrics=metrics,
+        artifact_path=str(path.resolve()),
+        artifact_sha256=digest,
     )
+    location = registry.add(row, directory=path, artifacts=artifacts)
+    lap("store")
     decision = decide(
         metrics.get("validation", {}),
         active_metrics,
@@ -304,7 +312,7 @@ def train(
     if decision.promote:
         registry.promote(version)
     lap("register")
-    return TrainResult(version, path, metrics, decision, timings)
+    return TrainResult(version, path, metrics, decision, timings, location)
 
 
 def _describe(result: ModelResult) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import ArtifactStore
 from app.db.engine import session_scope
 from app.db.models import ModelVersion
 
@@ -91,9 +93,22 @@ class Registry:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
-    def add(self, version: ModelVersion) -> None:
+    def add(
+        self,
+        version: ModelVersion,
+        directory: Path | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> str:
+        """Register ``version``; with ``artifacts``, keep the artifact saved in ``directory``
+        there in the same transaction, so a version never exists without its files. Returns
+        the artifact's location as registered."""
         with session_scope(self.sessions) as session:
             session.add(version)
+            if artifacts is not None and directory is not None:
+                # The row first: the artifact's parts refer to it.
+                session.flush()
+                version.artifact_path = artifacts.put(directory, session)
+            return version.artifact_path
 
     def get(self, version: str) -> ModelVersion:
         with self.sessions() as session:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -134,6 +135,23 @@ class ModelVersion(Base):
             postgresql_where=text("status = 'active'"),
         ),
     )
+
+
+class ModelArtifactFile(Base):
+    """One part of one file of a model artifact kept in the database (``RECSYS_ARTIFACT_STORE=
+    database``): the files of a version are its parts in order. Deleting the version deletes
+    them."""
+
+    __tablename__ = "model_artifact_files"
+
+    version: Mapped[str] = mapped_column(
+        String(64),
+        ForeignKey("model_versions.version", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Experiment(Base):

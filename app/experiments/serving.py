@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import ArtifactStore
 from app.db.models import ModelVersion
 from app.monitoring import VARIANT_MODEL_FAILURES
 from app.serving.model import ServingModel
 from app.serving.store import ModelHolder
-from training.artifact import ArtifactError, ModelArtifact
+from training.artifact import ArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ class ModelVersionUnavailable(Exception):
     """A registered version whose artifact cannot be served; the message says why."""
 
 
-def load_version(sessions: sessionmaker[Session], version: str) -> ServingModel:
+def load_version(
+    sessions: sessionmaker[Session], artifacts: ArtifactStore, version: str
+) -> ServingModel:
     """Load a registered version's artifact, checked against the registry's checksum."""
     with sessions() as session:
         row = session.execute(
@@ -41,7 +43,7 @@ def load_version(sessions: sessionmaker[Session], version: str) -> ServingModel:
         raise ModelVersionUnavailable(f"model version {version!r} is not in the registry")
     path, sha = row
     try:
-        artifact = ModelArtifact.load(Path(path), expected_sha256=sha)
+        artifact = artifacts.load(path, sha)
         if artifact.version != version:
             raise ArtifactError(
                 f"{path} holds version {artifact.version}, the registry says {version}"
@@ -83,7 +85,7 @@ class VariantModels:
             if current is not None and current.version == version:
                 model = current
             else:
-                model = load_version(self.sessions, version)
+                model = load_version(self.sessions, self.holder.artifacts, version)
             # Copy on write: readers take the dict without the lock.
             self._loaded = {**self._loaded, version: model}
             self._refused.pop(version, None)

@@ -13,16 +13,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import ArtifactStore, LocalArtifactStore
 from app.db.models import ModelVersion
 from app.memory import release_free_memory
 from app.monitoring import MODEL_INFO, MODEL_LOADED, MODEL_RELOAD_FAILURES, MODEL_RELOADS
 from app.serving.model import ServingModel
-from training.artifact import ArtifactError, ModelArtifact
+from training.artifact import ArtifactError
 
 log = logging.getLogger(__name__)
 ACTIVE = "active"
@@ -42,8 +42,11 @@ class ReloadOutcome:
 class ModelHolder:
     """Holds the served model and swaps in the registry's active version."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], artifacts: ArtifactStore | None = None
+    ) -> None:
         self.sessions = sessions
+        self.artifacts = artifacts or LocalArtifactStore()
         self.current: ServingModel | None = None
         self.last_error: str | None = None
         self.last_checked_at: datetime | None = None
@@ -85,7 +88,7 @@ class ModelHolder:
             if self._refused == (version, sha) and not force:
                 return ReloadOutcome(previous, previous, False, version, self.last_error)
             try:
-                artifact = ModelArtifact.load(Path(path), expected_sha256=sha)
+                artifact = self.artifacts.load(path, sha)
                 if artifact.version != version:
                     raise ArtifactError(
                         f"{path} holds version {artifact.version}, the registry says {version}"
