@@ -77,14 +77,31 @@ def rebuild_profiles(
 
 @cli.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (RECSYS_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to listen on (RECSYS_PORT, 8000).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Worker processes (RECSYS_WORKERS, 1).")
+    ] = None,
 ) -> None:
-    """Run the API with uvicorn (migrating the database first when RECSYS_AUTO_MIGRATE)."""
+    """Run the API with uvicorn (migrating the database first when RECSYS_AUTO_MIGRATE).
+
+    On SIGTERM or SIGINT it stops accepting connections, lets the requests in flight finish
+    (for up to RECSYS_SHUTDOWN_TIMEOUT_SECONDS), flushes what it queued, and exits."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_level="info")
+    settings = get_settings()
+    uvicorn.run(
+        "app.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level="info",
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
+    )
 
 
 @cli.command("consume-stream")

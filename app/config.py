@@ -153,6 +153,23 @@ class Settings(BaseSettings):
         ),
     )
     model_dir: Path = Path("./var/models")
+    artifact_store: Literal["local", "database"] = Field(
+        default="local",
+        description=(
+            "Where new model versions are kept: `local` (directories under model_dir, for one "
+            "host) or `database` (the database every replica reaches; model_dir caches copies)."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", description="Interface `serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `serve` listens on.")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes of `serve`.")
+    shutdown_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "On SIGTERM, how long `serve` waits for requests in flight before it exits anyway."
+        ),
+    )
     api_keys: Annotated[dict[str, frozenset[Scope]], NoDecode] = Field(default_factory=dict)
     public_read: bool = Field(
         default=False, description="Serve read endpoints without an API key even when keys exist."

@@ -26,6 +26,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import make_artifact_store
 from app.clitools import run
 from app.config import get_settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
@@ -43,7 +44,7 @@ from training.evaluation import (
 )
 from training.evaluation import tune as run_tuning
 from training.import_cli import import_cli
-from training.pipeline import TrainingError, TrainOptions
+from training.pipeline import TrainingError, TrainOptions, TrainResult
 from training.pipeline import train as run_training
 from training.registry import Registry, RegistryError
 
@@ -227,7 +228,6 @@ def train(
 ) -> None:
     """Train a model from every stored event, evaluate it on the fixed holdout against the active
     version, and promote it only when it is better (the gate's reasons are printed and stored)."""
-    settings = get_settings()
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -259,39 +259,109 @@ def train(
             force=force,
             seed=seed,
         )
-        with progress_bar("rows") as progress:
-            tasks: dict[str, TaskID] = {}
+        result = train_once(db, options)
+    if result is None:
+        raise typer.Exit(1)
 
-            def show(stage: str, done: int, total: int | None) -> None:
-                if stage not in tasks:
-                    tasks[stage] = progress.add_task(stage, total=total, rate="")
-                task = tasks[stage]
-                progress.update(task, completed=done)
-                elapsed = progress.tasks[task].elapsed or 1e-9
-                unit = "rows" if stage.startswith("read") else "it"
-                progress.update(task, rate=f"{done / elapsed:,.1f} {unit}/s")
 
-            try:
-                result = run_training(
-                    db.engine,
-                    db.sessions,
-                    dict(settings.event_weights),
-                    settings.model_dir,
-                    options,
-                    log=lambda line: progress.console.print(line),
-                    progress=show,
-                )
-            except TrainingError as exc:
-                console.print(f"[red]{exc}[/]")
-                raise typer.Exit(1) from None
+def train_once(db: Database, options: TrainOptions) -> TrainResult | None:
+    """One training run with progress bars and the gate's verdict printed; ``None`` when there
+    is nothing to train on (the reason is printed)."""
+    settings = get_settings()
+    artifacts = make_artifact_store(settings.artifact_store, db.sessions, settings.model_dir)
+    with progress_bar("rows") as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def show(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total, rate="")
+            task = tasks[stage]
+            progress.update(task, completed=done)
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            unit = "rows" if stage.startswith("read") else "it"
+            progress.update(task, rate=f"{done / elapsed:,.1f} {unit}/s")
+
+        try:
+            result = run_training(
+                db.engine,
+                db.sessions,
+                dict(settings.event_weights),
+                settings.model_dir,
+                options,
+                log=lambda line: progress.console.print(line),
+                progress=show,
+                artifacts=artifacts,
+            )
+        except TrainingError as exc:
+            console.print(f"[red]{exc}[/]")
+            return None
     verdict = "[green]promoted[/]" if result.decision.promote else "[yellow]kept as candidate[/]"
     out.print(f"version {result.version}: {verdict}")
     for reason in result.decision.reasons:
         out.print(f"  gate: {reason}")
-    out.print(f"  artifact: {result.path}")
+    out.print(f"  artifact: {result.location}")
     out.print(
         "  seconds: " + ", ".join(f"{name} {secs:.1f}" for name, secs in result.timings.items())
     )
+    return result
+
+
+@cli.command()
+def retrain(
+    interval: Annotated[
+        float, typer.Option(min=1, help="Seconds from the end of one run to the next.")
+    ] = 86_400.0,
+    min_new_events: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Skip a run while fewer events than this were stored since the active "
+            "version was trained.",
+        ),
+    ] = 1,
+    margin: Annotated[
+        float, typer.Option(min=0, help="Relative improvement needed to replace the active one.")
+    ] = 0.0,
+    once: Annotated[bool, typer.Option(help="One round, then exit (for a scheduled job).")] = False,
+) -> None:
+    """Train again and again, each candidate through the gate, until SIGTERM or SIGINT.
+
+    A signal while waiting ends the loop at once; one during a run abandons that run, which
+    leaves no version behind (the artifact and its registry row are committed together)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    running = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+        console.print(f"{signal.Signals(signum).name}: stopping")
+        if running.is_set():
+            raise SystemExit(143 if signum == signal.SIGTERM else 130)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while not stop.is_set():
+        with open_database() as db:
+            active = Registry(db.sessions).active()
+            stored = count_events(db.engine)
+            new = stored if active is None else stored - active.n_events
+            if new < min_new_events:
+                console.print(
+                    f"{new:,} events since {active.version if active else 'the start'}: "
+                    f"fewer than {min_new_events:,}, no run this round"
+                )
+            else:
+                running.set()
+                try:
+                    train_once(db, TrainOptions(margin=margin))
+                finally:
+                    running.clear()
+        if once:
+            return
+        console.print(f"next round in {interval:,.0f} s")
+        stop.wait(interval)
 
 
 @cli.command()
