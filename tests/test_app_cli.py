@@ -263,3 +263,94 @@ def test_an_unreachable_database_is_one_clear_line(module: str, tmp_path: Path) 
     assert done.returncode == 2, done.stderr
     assert "cannot use the database (RECSYS_DATABASE_URL)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- serve: settings and a graceful stop -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_takes_its_port_from_settings_and_finishes_requests_in_flight_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """`serve` listens on RECSYS_HOST:RECSYS_PORT. SIGTERM while a large batch is being stored:
+    that request is answered in full and every event is stored, new connections are refused,
+    and the process exits 0."""
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    import httpx2 as httpx
+
+    from tests.test_config import bare_environment, free_port, python
+
+    port = free_port()
+    env = bare_environment()
+    env.update(RECSYS_VAR_DIR=str(tmp_path), RECSYS_HOST="127.0.0.1", RECSYS_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [python(), "-m", "app", "serve"], cwd=tmp_path, env=env, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                raise AssertionError(log_path.read_text(errors="replace"))
+
+            batches = [
+                [
+                    {
+                        "event_id": f"drain-{b}-{n}",
+                        "user_id": f"u{n % 500}",
+                        "item_id": f"i{n % 300}",
+                        "type": "view",
+                    }
+                    for n in range(10_000)
+                ]
+                for b in range(4)
+            ]
+            answers: list[httpx.Response] = []
+
+            def post(batch: list[dict[str, str]]) -> None:
+                answers.append(
+                    httpx.post(f"{base}/v1/events/batch", json={"events": batch}, timeout=120)
+                )
+
+            senders = [threading.Thread(target=post, args=(batch,)) for batch in batches]
+            for sender in senders:
+                sender.start()
+            time.sleep(0.2)  # the batches are sent and being stored, one after the other
+            process.send_signal(signal.SIGTERM)
+            for sender in senders:
+                sender.join(timeout=120)
+            # uvicorn re-raises the signal once it has shut down, as a terminated process does.
+            assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+    output = log_path.read_text(errors="replace")
+    assert [a.status_code for a in answers] == [200] * len(batches), output
+    for answer in answers:
+        assert {r["status"] for r in answer.json()["results"]} == {"accepted"}
+    # At least one batch was still being stored when the signal came, and was answered.
+    after_signal = output.split("Shutting down", 1)[1]
+    assert 'POST /v1/events/batch HTTP/1.1" 200' in after_signal, output
+    assert "Finished server process" in after_signal
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'recsys.db'}")
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT COUNT(*) FROM events")).scalar_one()
+    engine.dispose()
+    assert stored == sum(len(batch) for batch in batches)

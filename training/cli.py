@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -61,6 +63,10 @@ models_cli = typer.Typer(help="List, promote and roll back model versions.", no_
 cli.add_typer(models_cli, name="models")
 cli.add_typer(import_cli, name="import")
 console = Console(stderr=True)
+# `retrain` touches this file under RECSYS_VAR_DIR every HEARTBEAT_SECONDS while it runs.
+RETRAIN_HEARTBEAT = "retrain.heartbeat"
+HEARTBEAT_SECONDS = 30.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Reports are tables: keep them whole when the output goes to a file or a pipe.
 out = Console() if sys.stdout.isatty() else Console(width=140)
 
@@ -327,10 +333,8 @@ def retrain(
     """Train again and again, each candidate through the gate, until SIGTERM or SIGINT.
 
     A signal while waiting ends the loop at once; one during a run abandons that run, which
-    leaves no version behind (the artifact and its registry row are committed together)."""
-    import signal
-    import threading
-
+    leaves no version behind (the artifact and its registry row are committed together). It
+    touches RECSYS_VAR_DIR/retrain.heartbeat every 30 s, for a health check."""
     stop = threading.Event()
     running = threading.Event()
 
@@ -340,8 +344,33 @@ def retrain(
         if running.is_set():
             raise SystemExit(143 if signum == signal.SIGTERM else 130)
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
+    try:
+        _retrain_rounds(stop, running, interval, min_new_events, margin, once)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _retrain_rounds(
+    stop: threading.Event,
+    running: threading.Event,
+    interval: float,
+    min_new_events: int,
+    margin: float,
+    once: bool,
+) -> None:
+    heartbeat = get_settings().var_dir / RETRAIN_HEARTBEAT
+
+    def beat() -> None:
+        # While the process lives, runs included: a container's health check reads its age.
+        while True:
+            heartbeat.parent.mkdir(parents=True, exist_ok=True)
+            heartbeat.touch()
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    threading.Thread(target=beat, name="retrain-heartbeat", daemon=True).start()
     while not stop.is_set():
         with open_database() as db:
             active = Registry(db.sessions).active()

@@ -378,6 +378,67 @@ def test_train_on_an_empty_database_exits_1_and_says_how_to_load_data(
     assert count_rows(services, "model_versions") == 0
 
 
+def test_retrain_runs_a_round_when_enough_events_arrived_and_skips_it_otherwise(
+    shop: Services, cli_env: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """`retrain --once` trains and promotes the first version (kept in the database with
+    RECSYS_ARTIFACT_STORE=database) and beats its heartbeat; the next round finds no new
+    events and trains nothing."""
+    monkeypatch.setenv("RECSYS_ARTIFACT_STORE", "database")
+    get_settings.cache_clear()
+    heartbeat = settings.var_dir / training_cli.RETRAIN_HEARTBEAT
+    heartbeat.unlink(missing_ok=True)
+
+    first = run("retrain", "--once")
+    assert first.exit_code == 0, first.output
+    active = Registry(shop.sessions).active()
+    assert active is not None
+    assert active.artifact_path == f"database:{active.version}"
+    assert f"artifact: database:{active.version}" in first.output
+    assert heartbeat.is_file()
+
+    second = run("retrain", "--once", "--min-new-events", "1")
+    assert second.exit_code == 0, second.output
+    assert "no run this round" in " ".join(second.output.split())
+    assert count_rows(shop, "model_versions") == 1
+
+
+@pytest.mark.slow
+def test_retrain_stops_at_once_on_sigterm_while_it_waits(
+    cli_env: Path, services: Services, settings: Settings
+) -> None:
+    """A retrain loop waiting for its next round ends on SIGTERM within seconds, exit 0, and
+    says why it stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    heartbeat = settings.var_dir / training_cli.RETRAIN_HEARTBEAT
+    heartbeat.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", "retrain", "--interval", "3600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not heartbeat.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert heartbeat.exists()
+        time.sleep(1.0)  # past the first round's check, into the wait
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert "SIGTERM: stopping" in output
+    assert "no run this round" in " ".join(output.split())
+
+
 # -- evaluation --------------------------------------------------------------------------------
 
 MODELS = {"popularity", "ALS", "content", "hybrid"}
