@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -259,6 +260,19 @@ def test_the_stack_serves_a_model_trained_in_its_trainer_and_loses_nothing_on_re
     assert body["model_version"] == version
     assert len(body["items"]) == 5
 
+    # The deploy workflow's smoke test passes against the API container.
+    smoke = run(
+        sys.executable,
+        str(ROOT / "deploy" / "smoke_test.py"),
+        "--base-url",
+        stack.api,
+        "--api-key",
+        API_KEY,
+        "--timeout",
+        "30",
+    )
+    assert "smoke test passed" in smoke
+
     # A restart of the API container while a client posts events, retrying each with the same
     # event_id until it is acknowledged.
     acknowledged: list[str] = []
@@ -319,7 +333,10 @@ def test_the_stack_serves_a_model_trained_in_its_trainer_and_loses_nothing_on_re
     restart_ids = [e for e in stored if e.startswith("stack-restart-")]
     assert len(restart_ids) == len(set(restart_ids)), "an event was stored twice"
     assert set(acknowledged) <= set(restart_ids), "an acknowledged event is missing"
-    assert len(stored) == len(shop.events) + 1 + len(set(restart_ids))
+    smoke_ids = [e for e in stored if e.startswith("smoke-")]
+    assert len(smoke_ids) == 1
+    # Nothing else was stored: the demo shop, the stream's event, the smoke test's, the client's.
+    assert len(stored) == len(shop.events) + 1 + 1 + len(set(restart_ids))
 
 
 def test_the_workers_stop_cleanly_on_sigterm(stack: Stack) -> None:
