@@ -171,10 +171,7 @@ def check_popular(api: Api) -> str:
     check, path = "popular", "/v1/items/popular?k=1"
     answer = fetch(api, check, "GET", path)
     expect_status(answer, check, f"GET {path}", 200)
-    body = answer.json(check)
-    items = body.get("items") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise CheckFailed(check, f"GET {path} has no list 'items': {answer.text()}")
+    _, items = list_field(answer, check, path, "items")
     if not items:
         ok(check, f"GET {path} 200, no items yet: using {FALLBACK_ITEM_ID!r}")
         return FALLBACK_ITEM_ID
@@ -201,26 +198,30 @@ def check_event(api: Api, user_id: str, item_id: str) -> str:
     return event_id
 
 
+def list_field(
+    answer: Answer, check: str, path: str, name: str
+) -> tuple[dict[str, Any], list[Any]]:
+    """The answer's JSON object and its list ``name``; the check fails without them."""
+    body = answer.json(check)
+    values = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(values, list):
+        raise CheckFailed(check, f"GET {path} has no list {name!r}: {answer.text()}")
+    return body, values
+
+
 def check_recommendations(api: Api, user_path: str) -> None:
     check, path = "recommendations", f"/v1/users/{user_path}/recommendations?k=5"
     answer = fetch(api, check, "GET", path)
     expect_status(answer, check, f"GET {path}", 200)
-    body = answer.json(check)
-    items = body.get("items") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise CheckFailed(check, f"GET {path} has no list 'items': {answer.text()}")
-    model = body.get("model_version")
-    ok(check, f"GET {path} 200: {len(items)} items (model: {model or 'none'})")
+    body, items = list_field(answer, check, path, "items")
+    ok(check, f"GET {path} 200: {len(items)} items (model: {body.get('model_version') or 'none'})")
 
 
 def check_profile(api: Api, user_path: str, event_id: str, item_id: str) -> None:
     check, path = "profile", f"/v1/users/{user_path}/profile"
     answer = fetch(api, check, "GET", path)
     expect_status(answer, check, f"GET {path}", 200)
-    body = answer.json(check)
-    recent = body.get("recent") if isinstance(body, dict) else None
-    if not isinstance(recent, list):
-        raise CheckFailed(check, f"GET {path} has no list 'recent': {answer.text()}")
+    _, recent = list_field(answer, check, path, "recent")
     found = any(
         isinstance(r, dict) and r.get("event_id") == event_id and r.get("item_id") == item_id
         for r in recent

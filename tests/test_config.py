@@ -259,6 +259,16 @@ def bare_environment() -> dict[str, str]:
     return env
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def python() -> str:
     venv_python = ROOT / ".venv" / "bin" / "python"
     return str(venv_python) if venv_python.exists() else sys.executable
@@ -298,12 +308,7 @@ def test_uvicorn_starts_on_the_embedded_defaults(tmp_path: Path) -> None:
             assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
             assert (workdir / "var" / "recsys.db").is_file()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.test_config import ROOT, bare_environment, free_port, python
+from tests.test_config import ROOT, bare_environment, free_port, python, stop_process
 
 SCRIPT = ROOT / "deploy" / "smoke_test.py"
 API_KEY = "smoke-test-key-0123456789"
@@ -45,12 +45,7 @@ def serve(var_dir: Path) -> Iterator[Server]:
         try:
             yield Server(f"http://127.0.0.1:{port}", log_path)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 @pytest.fixture(scope="module")

@@ -116,17 +116,10 @@ def test_damaged_bytes_in_the_database_are_refused(
         replica.load(row.artifact_path, row.artifact_sha256)
 
 
-def test_large_files_are_kept_in_parts_and_put_back_together(
-    services: Services, tmp_path: Path
-) -> None:
-    """A file larger than one part is split, and the parts come back in order."""
-    directory = tmp_path / "20261207-000000-big"
-    directory.mkdir()
-    payload = np.random.default_rng(3).bytes(2 * PART_BYTES + 12_345)
-    (directory / ARRAYS_FILE).write_bytes(payload)
-    (directory / MANIFEST_FILE).write_text("{}")
-    version = ModelVersion(
-        version=directory.name,
+def blank_version(name: str) -> ModelVersion:
+    """A registry row for files written by hand."""
+    return ModelVersion(
+        version=name,
         created_at=datetime(2026, 12, 7, tzinfo=UTC),
         status="candidate",
         n_events=0,
@@ -137,6 +130,18 @@ def test_large_files_are_kept_in_parts_and_put_back_together(
         artifact_path="",
         artifact_sha256="0" * 64,
     )
+
+
+def test_large_files_are_kept_in_parts_and_put_back_together(
+    services: Services, tmp_path: Path
+) -> None:
+    """A file larger than one part is split, and the parts come back in order."""
+    directory = tmp_path / "20261207-000000-big"
+    directory.mkdir()
+    payload = np.random.default_rng(3).bytes(2 * PART_BYTES + 12_345)
+    (directory / ARRAYS_FILE).write_bytes(payload)
+    (directory / MANIFEST_FILE).write_text("{}")
+    version = blank_version(directory.name)
     store = DatabaseArtifactStore(services.sessions, tmp_path / "cache")
     location = Registry(services.sessions).add(version, directory, store)
     assert count_rows(services, "model_artifact_files") == 3 + 1
@@ -152,18 +157,7 @@ def test_a_version_is_never_registered_without_its_files(
     directory = tmp_path / "20261207-000000-half"
     directory.mkdir()
     (directory / MANIFEST_FILE).write_text("{}")  # no arrays file: the put fails half-way
-    version = ModelVersion(
-        version=directory.name,
-        created_at=datetime(2026, 12, 7, tzinfo=UTC),
-        status="candidate",
-        n_events=0,
-        n_users=0,
-        n_items=0,
-        params={},
-        metrics={},
-        artifact_path="",
-        artifact_sha256="0" * 64,
-    )
+    version = blank_version(directory.name)
     store = DatabaseArtifactStore(services.sessions, tmp_path / "cache")
     with pytest.raises(FileNotFoundError):
         Registry(services.sessions).add(version, directory, store)
