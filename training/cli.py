@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,14 +22,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts import make_artifact_store
 from app.clitools import run
 from app.config import get_settings
-from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
 from training import demo
+from training.cli_shared import Database, console, open_database, open_services, out
 from training.data import count_events, load_interactions
 from training.data import load_items as load_item_table
 from training.evaluation import (
@@ -51,7 +46,6 @@ from training.pipeline import train as run_training
 from training.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
-    from app.services import Services
     from training.loading import LoadReport
 
 cli = typer.Typer(
@@ -62,60 +56,10 @@ cli = typer.Typer(
 models_cli = typer.Typer(help="List, promote and roll back model versions.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 cli.add_typer(import_cli, name="import")
-console = Console(stderr=True)
 # `retrain` touches this file under RECSYS_VAR_DIR every HEARTBEAT_SECONDS while it runs.
 RETRAIN_HEARTBEAT = "retrain.heartbeat"
 HEARTBEAT_SECONDS = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# Reports are tables: keep them whole when the output goes to a file or a pipe.
-out = Console() if sys.stdout.isatty() else Console(width=140)
-
-
-@dataclass
-class Database:
-    """The migrated database alone: training, evaluation and the registry need no Redis."""
-
-    engine: Engine
-    sessions: sessionmaker[Session]
-
-
-@contextmanager
-def open_database() -> Iterator[Database]:
-    engine = create_db_engine(get_settings().sqlalchemy_url)
-    try:
-        upgrade_schema(engine)
-        yield Database(engine, make_sessionmaker(engine))
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def open_services() -> Iterator[Services]:
-    """Database (migrated) and Redis of the configured service, for a command that stores data.
-
-    Live profiles are brought up to date first, as the service does at start-up: a Redis that
-    lost its data (or never had it) gets every stored user's profile rebuilt, and an empty
-    database marks Redis as complete, so that the events this command adds are all the service
-    needs to know and its first start does not rebuild them again.
-    """
-    # Imported here: the API stack costs import time that train and evaluate do not need.
-    import redis
-
-    from app.services import Services
-
-    services = Services.create(get_settings(), migrate=True)
-    try:
-        try:
-            rebuilt = services.rebuilder.ensure_populated()
-        except redis.RedisError as exc:
-            # The events still go to the database with pending marks; the service rebuilds.
-            console.print(f"[yellow]live profiles not checked, Redis did not answer: {exc}[/]")
-        else:
-            if rebuilt:
-                console.print(f"rebuilt {rebuilt:,} live profiles that Redis had lost")
-        yield services
-    finally:
-        services.close()
 
 
 def progress_bar(unit: str) -> Progress:

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from app.cleansing import EVENT_FIELDS, ITEM_FIELDS, ColumnMapping, EventCleanser, ItemCleanser
 from app.config import get_settings
+from training.cli_shared import console, open_services, out
 from training.sources import SourceError
 from training.sources.quarantine import QuarantineFile
 
@@ -252,8 +253,6 @@ def _is_text(options: dict[str, Any]) -> bool:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    from training.cli import console
-
     console.print(f"[red]{message}[/]")
     return typer.Exit(code)
 
@@ -264,7 +263,6 @@ def _run_import(
     make_cleanser: Callable[[ColumnMapping], Any],
     fields: tuple[str, ...],
 ) -> None:
-    from training.cli import console, open_services
     from training.importer import Importer
 
     chosen = [name for name in ("file", "from_sql", "from_http") if options[name] is not None]
@@ -382,8 +380,6 @@ def _source(
 def _progress(
     source: Any,
 ) -> Iterator[tuple[Progress, Callable[[ImportReport], None], Callable[[int], None]]]:
-    from training.cli import console
-
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -423,8 +419,6 @@ def _progress(
 
 def print_import_report(report: ImportReport) -> None:
     """The accounting of an import, its reasons, and where it stopped."""
-    from training.cli import out
-
     table = Table(title=f"{report.kind} from {report.source}", show_header=True)
     for column in ("read", "imported", "duplicates", "quarantined", "rows/s"):
         table.add_column(column, justify="right")

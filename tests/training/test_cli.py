@@ -15,6 +15,8 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 import training.cli as training_cli
+import training.cli_shared as training_cli_shared
+import training.import_cli as training_import_cli
 from app.config import Settings, get_settings
 from app.db.models import Event
 from app.services import Services
@@ -50,8 +52,9 @@ def cli_env(
     monkeypatch.setenv("RECSYS_MODEL_DIR", str(model_dir))
     monkeypatch.chdir(tmp_path)
     # A wide terminal, so tables and messages come out unwrapped; 80 columns has its own test.
-    monkeypatch.setattr(training_cli, "out", Console(width=200))
-    monkeypatch.setattr(training_cli, "console", Console(width=200, stderr=True))
+    for module in (training_cli, training_import_cli, training_cli_shared):
+        monkeypatch.setattr(module, "out", Console(width=200))
+        monkeypatch.setattr(module, "console", Console(width=200, stderr=True))
     get_settings.cache_clear()
     yield model_dir
     get_settings.cache_clear()
