@@ -359,9 +359,10 @@ def evaluate(
     trials: Annotated[int, typer.Option(min=1, help="Tuning trials.")] = 40,
     time_budget: Annotated[float | None, typer.Option(min=1, help="Tuning seconds.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of splits and models.")] = 42,
-    output: Annotated[Path, typer.Option(help="Where to write the figures as JSON.")] = Path(
-        "var/evaluation.json"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the figures as JSON (RECSYS_VAR_DIR/evaluation.json)."),
+    ] = None,
 ) -> None:
     """Evaluate popularity, ALS, content and the hybrid on the stored data, honestly: parameters
     come from the active version, or from tuning on the train part only; the test part is
@@ -435,6 +436,7 @@ def evaluate(
                 ),
             )
         out.print(table)
+    output = output or settings.var_dir / "evaluation.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2))
     out.print(f"figures written to {output}")

@@ -14,8 +14,9 @@ from app.serving.store import ModelHolder
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def describe(models: ModelHolder, active_version: str | None = None) -> ModelOut:
+def describe(models: ModelHolder) -> ModelOut:
     model = models.current
+    active_version = models.active_version
     if model is None:
         return ModelOut(version=None, active_version=active_version, last_error=models.last_error)
     return ModelOut(
@@ -43,7 +44,7 @@ def get_current(services: ServicesDep) -> ModelOut:
 async def reload_model(services: ServicesDep) -> ModelReloadOut:
     """Check the registry now; a refused version is tried again. Answers what is served."""
     outcome = await run_in_threadpool(services.models.check, True)
-    served = describe(services.models, outcome.active_version)
+    served = describe(services.models)
     return ModelReloadOut(
         **served.model_dump(),
         previous_version=outcome.previous_version,

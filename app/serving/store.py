@@ -51,6 +51,8 @@ class ModelHolder:
         self.last_error: str | None = None
         self.last_checked_at: datetime | None = None
         self._refused: tuple[str, str] | None = None
+        # The registry's active version at the last check (None before the first one).
+        self.active_version: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -78,6 +80,7 @@ class ModelHolder:
             previous = self.version
             active = self._active()
             self.last_checked_at = datetime.now(UTC)
+            self.active_version = None if active is None else active[0]
             if active is None or active[0] == previous:
                 if active is not None:
                     self.last_error = None

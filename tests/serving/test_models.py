@@ -113,6 +113,8 @@ def test_a_corrupt_artifact_is_refused_and_the_old_model_keeps_serving(
     assert body["active_version"] == second.version
     assert body["changed"] is False
     assert "corrupt" in body["last_error"]
+    current = client.get("/v1/models/current").json()
+    assert (current["version"], current["active_version"]) == (first.version, second.version)
     assert metric_value(client, "recsys_model_reload_failures_total") == before + 1
     assert metric_value(client, "recsys_model_info", version=first.version) == 1
     user = shop.events[0]["user_id"]
@@ -128,6 +130,14 @@ def test_a_corrupt_artifact_is_refused_and_the_old_model_keeps_serving(
     assert reload["changed"] is True
     assert reload["last_error"] is None
     assert metric_value(client, "recsys_model_loaded") == 1
+
+
+def test_current_names_the_active_version_it_serves(served: Served) -> None:
+    """With the registry's active version served, /v1/models/current names it both as the
+    version served and as the registry's active one."""
+    client, result = served
+    body = client.get("/v1/models/current").json()
+    assert body["version"] == body["active_version"] == result.version
 
 
 def test_reload_needs_the_admin_scope(settings: Settings, served: Served) -> None:

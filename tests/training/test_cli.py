@@ -495,6 +495,20 @@ def test_evaluate_temporal_split_with_two_folds_uses_the_active_version(
         assert metrics["ndcg@10"]["std"] >= 0.0
 
 
+def test_evaluate_writes_its_figures_into_the_state_folder_by_default(
+    shop: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --output the figures go to RECSYS_VAR_DIR/evaluation.json, wherever the command
+    runs (the working directory here is tmp_path)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("RECSYS_VAR_DIR", str(state))
+    get_settings.cache_clear()
+    result = run("evaluate")
+    assert result.exit_code == 0, result.output
+    assert json.loads((state / "evaluation.json").read_text())["split"] == "protocol"
+    assert not (tmp_path / "var").exists()
+
+
 def test_evaluate_refuses_an_unknown_split(cli_env: Path, tmp_path: Path) -> None:
     result = run("evaluate", "--split", "random", "--output", str(tmp_path / "x.json"))
     assert result.exit_code == 2
