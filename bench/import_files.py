@@ -21,7 +21,7 @@ Run from the project root::
         --database-url postgresql://postgres@127.0.0.1:5432/recsys_bench_import
 
 The PostgreSQL database named is emptied (every table dropped) before each run: give the
-benchmark a database of its own. Results are printed and written as JSON to ``bench/results/``.
+benchmark a database of its own. Results go to ``bench/results/import_files.json``.
 """
 
 from __future__ import annotations
@@ -30,18 +30,16 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+from harness import RESULTS, drop_all_tables, row, service_env, write_results
+
 TYPES = ["view"] * 60 + ["click"] * 20 + ["add_to_cart"] * 7 + ["like"] * 4 + ["rating"] * 4
 TYPES += ["purchase"] * 3 + ["dislike"] * 2
 
@@ -72,27 +70,11 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
     partial.rename(path)
 
 
-def empty_database(url: str) -> None:
-    sys.path.insert(0, str(ROOT))
-    from sqlalchemy import MetaData
-
-    from app.config import normalise_database_url
-    from app.db.engine import create_db_engine
-
-    engine = create_db_engine(normalise_database_url(url))
-    with engine.begin() as connection:
-        existing = MetaData()
-        existing.reflect(connection)
-        existing.drop_all(connection)
-    engine.dispose()
-
-
 def run_import(path: Path, database_url: str, batch_size: int | None) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="recsys-bench-import-"))
     if database_url:
-        empty_database(database_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.update(RECSYS_VAR_DIR=str(scratch), RECSYS_DATABASE_URL=database_url, PYTHONPATH=str(ROOT))
+        drop_all_tables(database_url)
+    env = service_env(scratch, database_url=database_url)
     report_path = scratch / "report.json"
     command = [sys.executable, "-m", "training", "import", "events", str(path)]
     command += ["--report", str(report_path), "--quarantine", str(scratch / "bad.csv")]
@@ -132,26 +114,27 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, Any] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
         "database": "postgresql" if args.database_url else "sqlite",
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "runs": [],
     }
-    for rows in (args.small, args.rows):
-        path = RESULTS / "data" / f"events-{rows}.csv"
-        generate(path, rows)
+    rows = []
+    for size in (args.small, args.rows):
+        path = RESULTS / "data" / f"events-{size}.csv"
+        generate(path, size)
         run = run_import(path, args.database_url, args.batch_size)
         run["file_mb"] = round(path.stat().st_size / 2**20, 1)
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
-    print(json.dumps(results, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"import-{results['database']}-{stamp}.json").write_text(
-        json.dumps(results, indent=2)
-    )
+        into = f"{size:,} rows into {'PostgreSQL' if args.database_url else 'SQLite'}"
+        rows.append(row(f"rows/s, {into}", run["rows_per_second"], at_least=50_000))
+        rows.append(
+            row(f"profile rebuild seconds, {into}", run["profile_rebuild_seconds"], "{:.1f}")
+        )
+        rows.append(
+            row(f"peak RSS MB of the command, {into}", run["peak_rss_mb_command"], "{:.0f}")
+        )
+    write_results("import_files", results, rows)
 
 
 if __name__ == "__main__":

@@ -6,31 +6,24 @@ binary relevance; hyper-parameters chosen on a validation split carved from the 
 the test part scored once.
 
     .venv/bin/python bench/ml_quality.py [--data PATH] [--trials N] [--seed S]
+
+Results go to ``bench/results/ml_quality.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from harness import ROOT, row, write_results
 from threadpoolctl import threadpool_limits
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from app.config import DEFAULT_EVENT_WEIGHTS  # noqa: E402
-from training.data import Interactions, ItemTable  # noqa: E402
-from training.evaluation import (  # noqa: E402
-    Dataset,
-    ModelChoice,
-    compare_models,
-    make_split,
-    tune,
-)
-from training.loading import MovieLensFolder  # noqa: E402
+from app.config import DEFAULT_EVENT_WEIGHTS
+from training.data import Interactions, ItemTable
+from training.evaluation import Dataset, ModelChoice, compare_models, make_split, tune
+from training.loading import MovieLensFolder
 
 
 def load(folder: Path, seed: int) -> Dataset:
@@ -68,7 +61,7 @@ def load(folder: Path, seed: int) -> Dataset:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT / "../shared/data/ml-latest-small")
+    parser.add_argument("--data", type=Path, default=ROOT / "../shared/data/ml-latest-small")
     parser.add_argument("--trials", type=int, default=40, help="ALS search trials")
     parser.add_argument("--time-budget", type=float, default=None, help="seconds for ALS search")
     parser.add_argument("--seed", type=int, default=42)
@@ -95,9 +88,18 @@ def main() -> None:
             f"{name:<12}{r.precision:7.3f}{r.recall:7.3f}{r.ndcg:9.3f}{r.map:7.3f}"
             f"{r.coverage:7.3f}{r.novelty:7.2f}"
         )
-    print(
-        f"\nusers evaluated: {results['hybrid'].users}; wall time {time.monotonic() - began:.0f} s"
-    )
+    wall = time.monotonic() - began
+    print(f"\nusers evaluated: {results['hybrid'].users}; wall time {wall:.0f} s")
+    details = {
+        "data": str(args.data),
+        "config": {k: v for k, v in vars(args).items() if k != "data"},
+        "validation_ndcg": valid_ndcg,
+        "models": {name: r.as_dict() for name, r in results.items()},
+        "wall_seconds": round(wall, 1),
+    }
+    rows = [row(f"{name}: nDCG@10", r.ndcg, "{:.4f}") for name, r in results.items()]
+    rows += [row("hybrid: precision@10", results["hybrid"].precision, "{:.4f}")]
+    write_results("ml_quality", details, rows)
 
 
 if __name__ == "__main__":

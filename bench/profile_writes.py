@@ -27,6 +27,8 @@ give it fewer batches) and reports the instructions the server executes per 1,00
 the same three parts::
 
     .venv/bin/python bench/profile_writes.py --callgrind --batches 40 --warmup 10
+
+Results go to ``bench/results/profile_writes.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import contextlib
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,14 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from harness import EventFactory, free_port, row, write_results
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ingest import EventFactory, free_port  # noqa: E402  (bench/ is the script's own directory)
-
-from app.config import Settings  # noqa: E402
-from app.profiles import ProfileEvent, ProfileStore  # noqa: E402
+from app.config import Settings
+from app.profiles import ProfileEvent, ProfileStore
 
 Batch = list[ProfileEvent]
 
@@ -299,10 +296,17 @@ def heading(client: redis.Redis, args: argparse.Namespace) -> None:
 def time_parts(client: redis.Redis, batches: Sequence[Batch], args: argparse.Namespace) -> int:
     heading(client, args)
     started = time.monotonic()
+    parts, rows = {}, []
     for title, write in writes(client):
-        report(title, measure(client, write, batches, args.warmup, args.chunk))
+        parts[title] = measure(client, write, batches, args.warmup, args.chunk)
+        report(title, parts[title])
+        for label, key in (("Redis CPU", "cpu_ms"), ("caller's CPU", "caller_cpu_ms")):
+            median = statistics.median(parts[title][key])
+            rows.append(row(f"{title}: {label} ms per 1,000 events", median, "{:.2f}"))
     client.flushdb()
     print(f"\n{time.monotonic() - started:.0f} s")
+    details = {"config": vars(args), "redis": client.info("server")["redis_version"]}
+    write_results("profile_writes", details | {"parts": parts}, rows)
     return 0
 
 
@@ -310,10 +314,15 @@ def count_parts(server: CallgrindServer, batches: Sequence[Batch], args: argpars
     heading(server.client, args)
     started = time.monotonic()
     print("instructions Redis executes per 1,000 events (callgrind):")
+    parts = {}
     for title, write in writes(server.client):
-        millions = count_instructions(server, write, batches, args.warmup)
-        print(f"  {title:<40} {millions:8.1f} million")
+        parts[title] = count_instructions(server, write, batches, args.warmup)
+        print(f"  {title:<40} {parts[title]:8.1f} million")
     print(f"\n{time.monotonic() - started:.0f} s")
+    rows = [
+        row(f"{t}: million instructions per 1,000 events", m, "{:.1f}") for t, m in parts.items()
+    ]
+    write_results("profile_writes", {"config": vars(args), "instructions_millions": parts}, rows)
     return 0
 
 

@@ -13,8 +13,8 @@ Run from the project root::
         --database-url postgresql://postgres@127.0.0.1:5432/recsys_bench_stream
 
 A PostgreSQL database named in the URL is emptied (every table dropped) and migrated, and the
-Redis database named is flushed: give the benchmark databases of its own. Results are printed
-and written as JSON to ``bench/results/``.
+Redis database named is flushed: give the benchmark databases of its own. Results go to
+``bench/results/stream.json``.
 """
 
 from __future__ import annotations
@@ -22,20 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import drop_all_tables, row, service_env, write_results
 
 STREAM = "bench:events"
 GROUP = "bench-ingest"
@@ -53,23 +49,15 @@ def main() -> None:
     parser.add_argument("--redis-url", default="", help="default: an embedded Redis server")
     args = parser.parse_args()
 
-    from sqlalchemy import MetaData, func, select
+    from sqlalchemy import func, select
 
     from app.config import Settings
-    from app.db.engine import create_db_engine
     from app.db.models import Event, PendingProfileUpdate
     from app.services import Services
 
     scratch = Path(tempfile.mkdtemp(prefix="recsys-bench-stream-"))
     if args.database_url:
-        engine = create_db_engine(
-            args.database_url.replace("postgresql://", "postgresql+psycopg://")
-        )
-        with engine.begin() as connection:
-            existing = MetaData()
-            existing.reflect(connection)
-            existing.drop_all(connection)
-        engine.dispose()
+        drop_all_tables(args.database_url)
     settings = Settings(
         _env_file=None,
         var_dir=scratch,
@@ -109,17 +97,15 @@ def main() -> None:
     produced = time.perf_counter() - started
     print(f"produced {args.events:,} messages in {produced:.1f} s", flush=True)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.update(
-        RECSYS_DATABASE_URL=settings.sqlalchemy_url,
-        RECSYS_REDIS_URL=redis_url,
-        RECSYS_VAR_DIR=str(scratch),
+    env = service_env(
+        scratch,
+        database_url=settings.sqlalchemy_url,
+        redis_url=redis_url,
         RECSYS_STREAM_KEY=STREAM,
         RECSYS_STREAM_GROUP=GROUP,
         RECSYS_STREAM_DEAD_LETTER_KEY=f"{STREAM}:dead-letter",
         RECSYS_STREAM_METRICS_PORT="0",
         RECSYS_AUTO_MIGRATE="false",
-        PYTHONPATH=str(ROOT),
     )
     # Start-up (imports, connections) is not the consumer's throughput: wait until every
     # consumer has joined the group, then time the draining.
@@ -200,8 +186,6 @@ def main() -> None:
             select(func.count()).select_from(Event).where(Event.user_id == busiest)
         ).scalar_one()
     result: dict[str, Any] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs",
         "load_average": os.getloadavg(),
         "database": "postgresql" if args.database_url else "sqlite",
         "redis": "server" if args.redis_url else "embedded",
@@ -217,10 +201,17 @@ def main() -> None:
         "busiest_user_profile_matches": profile_events == busiest_events,
     }
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (out / f"stream-{result['database']}-{stamp}.json").write_text(json.dumps(result, indent=2))
+    consumers_shown = f"{args.consumers} consumer{'s' * (args.consumers > 1)}"
+    rows = [
+        row(f"events/s, {consumers_shown}", result["events_per_second"], at_least=10_000),
+        row("consumer CPU ms per 1,000 events", result["consumer_cpu_ms_per_1000"], "{:.1f}"),
+        row("every event stored exactly once", "yes" if result["exactly_once"] else "no"),
+        row(
+            "busiest user's profile matches",
+            "yes" if result["busiest_user_profile_matches"] else "no",
+        ),
+    ]
+    write_results("stream", result, rows)
     services.close()
 
 

@@ -9,15 +9,13 @@ tastes, power-law item popularity) is written straight into a dedicated database
 PostgreSQL, executemany on SQLite); that set-up is not measured. Each repeat runs, in fresh
 processes, (a) the bare baseline: CSR build from in-memory arrays + ``implicit`` ALS fit, and
 (b) ``python -m training train`` with the same ALS parameters. Reported: wall-time medians, their
-ratio, and each process's peak resident memory.
+ratio, and each process's peak resident memory. Results go to ``bench/results/train.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,13 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from harness import RESULTS, ROOT, migrate, peak_rss_mb, row, service_env, write_results
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = REPO_ROOT / "bench" / "results"
-sys.path.insert(0, str(REPO_ROOT))
-
-from app.config import normalise_database_url  # noqa: E402
-from training.evaluation import ModelChoice  # noqa: E402
+from app.config import normalise_database_url
+from training.evaluation import ModelChoice
 
 BASELINE = """
 import sys, time, numpy as np, scipy.sparse as sp
@@ -90,10 +85,10 @@ def generate(users: int, items: int, events: int, seed: int) -> dict[str, np.nda
     }
 
 
-def load_database(url: str, data: dict[str, np.ndarray]) -> None:
+def load_database(env: dict[str, str], data: dict[str, np.ndarray]) -> None:
     """Fresh schema (migrations) and the synthetic rows, written directly."""
-    env = {**os.environ, "RECSYS_DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "app", "migrate"], env=env, check=True, cwd=REPO_ROOT)
+    migrate(env)
+    url = env["RECSYS_DATABASE_URL"]
     types = np.array(["view", "click", "add_to_cart", "purchase"])
     now = time.time()
     n_items = int(data["n_items"])
@@ -117,7 +112,7 @@ def load_database(url: str, data: dict[str, np.ndarray]) -> None:
         import psycopg
 
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-            conn.execute("TRUNCATE items, events, model_versions, pending_profile_updates")
+            conn.execute("TRUNCATE items, events, model_versions, pending_profile_updates CASCADE")
             with conn.cursor().copy(
                 "COPY items (item_id, title, categories, tags, attributes, available, hidden, "
                 "is_stub) FROM STDIN"
@@ -171,53 +166,22 @@ def run_baseline(arrays: Path, choice: ModelChoice) -> tuple[float, float, float
         check=True,
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=ROOT,
     )
     wall = time.perf_counter() - began
     build, fit = (float(x) for x in out.stdout.split())
     return wall, build, fit
 
 
-def run_train(url: str, model_dir: Path) -> tuple[float, str]:
-    env = {
-        **os.environ,
-        "RECSYS_DATABASE_URL": url,
-        "RECSYS_MODEL_DIR": str(model_dir),
-        "RECSYS_VAR_DIR": str(model_dir.parent),
-        "COLUMNS": "120",
-    }
+def run_train(env: dict[str, str]) -> tuple[float, str]:
     began = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "training", "train", "--force"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-    )
+    command = [sys.executable, "-m", "training", "train", "--force"]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True, cwd=ROOT)
     return time.perf_counter() - began, out.stdout
 
 
-def peak_of(command: list[str], env: dict[str, str]) -> float:
-    """Peak RSS (MB) of one run of ``command``, measured by a wrapper process of its own."""
-    wrapper = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", wrapper, *command],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    return float(out.stdout.strip())
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--database-url", default="")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
@@ -232,64 +196,59 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
     arrays = work / "events.npz"
 
+    def env(models: str) -> dict[str, str]:
+        extra = {"RECSYS_MODEL_DIR": str(work / models), "COLUMNS": "120"}
+        return service_env(work, scopes="admin", database_url=url, **extra)
+
     began = time.perf_counter()
     data = generate(args.users, args.items, args.events, args.seed)
     np.savez(arrays, **data)
     if not args.skip_load:
-        load_database(url, data)
+        load_database(env("models"), data)
     print(
         f"data ready in {time.perf_counter() - began:.0f} s: {args.events:,} events, "
         f"{args.users:,} users, {args.items:,} items; {url.split('@')[-1]}"
     )
-
     baseline, ours = [], []
     for repeat in range(args.repeats):
         wall, build, fit = run_baseline(arrays, choice)
         baseline.append(wall)
-        model_dir = work / f"models-{repeat}"
-        seconds, output = run_train(url, model_dir)
+        seconds, output = run_train(env(f"models-{repeat}"))
         ours.append(seconds)
         stages = next((line for line in output.splitlines() if "seconds:" in line), "")
         print(
             f"repeat {repeat + 1}: baseline {wall:.1f} s (build {build:.1f}, fit {fit:.1f}); "
             f"train {seconds:.1f} s [{stages.strip()}]"
         )
-
-    env = {
-        **os.environ,
-        "RECSYS_DATABASE_URL": url,
-        "RECSYS_MODEL_DIR": str(work / "peak"),
-        "RECSYS_VAR_DIR": str(work),
-    }
+    peak_baseline = peak_rss_mb(baseline_command(arrays, choice), env("peak"))
+    train_command = [sys.executable, "-m", "training", "train", "--force"]
+    peak_train = peak_rss_mb(train_command, env("peak"))
     p = choice.als
-    peak_baseline = peak_of(
-        baseline_command(arrays, choice),
-        env,
-    )
-    peak_train = peak_of([sys.executable, "-m", "training", "train", "--force"], env)
+    ratio = statistics.median(ours) / statistics.median(baseline)
     result = {
-        "command": " ".join(sys.argv),
         "database": url.split("@")[-1].split("://")[0],
         "events": args.events,
         "users": args.users,
         "items": args.items,
-        "als": {
-            "factors": p.factors,
-            "regularization": p.regularization,
-            "alpha": p.alpha,
-            "iterations": p.iterations,
-        },
+        "als": {k: getattr(p, k) for k in ("factors", "regularization", "alpha", "iterations")},
         "baseline_seconds": baseline,
         "train_seconds": ours,
         "baseline_median": statistics.median(baseline),
         "train_median": statistics.median(ours),
-        "ratio": statistics.median(ours) / statistics.median(baseline),
+        "ratio": ratio,
         "peak_rss_mb": {"baseline": peak_baseline, "train": peak_train},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     print(json.dumps(result, indent=2))
-    name = "postgresql" if url.startswith("postgresql") else "sqlite"
-    (RESULTS / f"train-{name}.json").write_text(json.dumps(result, indent=2))
+    rows = [
+        row("`python -m training train` seconds (median)", result["train_median"], "{:.1f}"),
+        row(
+            "bare implicit fit + matrix build seconds (median)", result["baseline_median"], "{:.1f}"
+        ),
+        row("train / bare fit", ratio, "{:.2f}", at_most=1.5),
+        row("peak RSS MB, train", peak_train, "{:.0f}"),
+        row("peak RSS MB, bare fit", peak_baseline, "{:.0f}"),
+    ]
+    write_results("train", result, rows)
 
 
 if __name__ == "__main__":
