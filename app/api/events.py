@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_services, read_batch, read_json
+from app.api.deps import ServicesDep, read_batch, read_json
 from app.api.responses import AUTH_ERRORS, BAD_JSON, INVALID, TOO_LARGE, json_body
-from app.auth import RequireIngest, check_ingest
+from app.auth import RequireIngest
 from app.errors import InvalidInput
 from app.schemas import EventAck, EventBatchAck
 
-
-class IngestRoute(APIRoute):
-    """A route documented from its declarations (the ``ingest`` scope, the body, the answer's
-    model) and served by calling its endpoint with the request once the key's scope is
-    checked, without FastAPI's per-request dependency solving and response-model pass
-    (``docs/benchmarks.md``). The endpoints take the request alone and answer a finished
-    ``Response``; FastAPI's ``dependency_overrides`` do not reach them."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-
-        async def serve(request: Request) -> Response:
-            await check_ingest(request, request.headers.get("x-api-key") or None)
-            return await endpoint(request)
-
-        return serve
-
-
-router = APIRouter(prefix="/v1/events", tags=["events"], route_class=IngestRoute)
+router = APIRouter(prefix="/v1/events", tags=["events"])
 
 
 @router.post(
@@ -51,13 +29,12 @@ router = APIRouter(prefix="/v1/events", tags=["events"], route_class=IngestRoute
     },
     openapi_extra=json_body({"$ref": "#/components/schemas/EventIn"}),
 )
-async def post_event(request: Request) -> Response:
+async def post_event(request: Request, services: ServicesDep) -> Response:
     """Record one event; answered only after it is committed to the database."""
     payload = await read_json(request)
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be one event as a JSON object")
     # The same path as a batch of one: validation, storage, profile and metrics alike.
-    services = await get_services(request)
     outcome = await run_in_threadpool(services.ingestor.ingest_raw, [payload])
     result = outcome.results[0]
     if result.status == "rejected":
@@ -80,9 +57,8 @@ async def post_event(request: Request) -> Response:
     },
     openapi_extra=json_body({"$ref": "#/components/schemas/EventBatchIn"}),
 )
-async def post_events(request: Request) -> Response:
+async def post_events(request: Request, services: ServicesDep) -> Response:
     """Record up to 10,000 events: valid ones are stored, every one is reported."""
-    services = await get_services(request)
     raw = await read_batch(request, "events", services.settings.max_batch_size)
     outcome = await run_in_threadpool(services.ingestor.ingest_raw, raw)
     # EventBatchAck as pydantic would write it, from the plain tuples: a model per event, then
