@@ -172,8 +172,8 @@ class EventIngestor:
         """Validate each raw event on its own; return the valid ones and results for the rest.
 
         The whole batch goes through one call, which costs about two thirds of one call per
-        event (docs/benchmarks.md); an invalid event comes out of it as it was sent and is
-        validated again on its own, which tells its errors.
+        event (docs/ingestion.md, *Measured design decisions*); an invalid event comes out of
+        it as it was sent and is validated again on its own, which tells its errors.
         """
         valid: list[tuple[int, EventIn]] = []
         rejected: list[EventResult] = []

@@ -76,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # default threshold (700) they trigger dozens of young collections per batch and a full
         # one every few batches, which walks everything built since start-up (the catalogue
         # index, caches): side by side, 20,000 takes about 2 ms of CPU per 1,000 events off the
-        # service (docs/benchmarks.md); cyclic garbage waits a little longer to be freed.
+        # service (docs/ingestion.md, *Measured design decisions*); cyclic garbage waits a
+        # little longer to be freed.
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, 10, 10)
         try:
             yield

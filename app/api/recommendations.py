@@ -151,9 +151,9 @@ def parse_filters(texts: Sequence[str]) -> list[AttributeFilter]:
 class RecommendationsRoute(APIRoute):
     """The route documented from :func:`get_recommendations`'s declared parameters, and served
     by :func:`serve`, which reads them with :func:`read_parameters` instead of FastAPI's
-    per-request dependency solving: answering a kept list takes about half the CPU that way
-    (``docs/benchmarks.md``, *Serving*). ``tests/serving/test_parameters.py`` holds the two
-    to the same answers and errors. FastAPI's ``dependency_overrides`` do not reach it: a
+    per-request dependency solving: a kept list is answered at 1.48 times the rate that way
+    (``docs/serving.md``, *The route's parameters*). ``tests/serving/test_parameters.py`` holds
+    the two to the same answers and errors. FastAPI's ``dependency_overrides`` do not reach it: a
     change of the declared dependencies needs the same change in :func:`serve`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
