@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
@@ -25,6 +25,7 @@ from app.services import Services, connect_async_redis, connect_tracked_hashes
 
 # Allocations (net of frees) between two collections of the youngest generation.
 YOUNG_COLLECTION_THRESHOLD = 20_000
+ROUTE_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 log = logging.getLogger("app")
 
@@ -107,7 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
     ):
         app.include_router(router)
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
+    # Per-route latency buckets fine enough for a p50 and a p99 in milliseconds.
+    instrumentator = Instrumentator(excluded_handlers=["/metrics"]).add(
+        metrics.default(latency_lowr_buckets=ROUTE_LATENCY_BUCKETS)
+    )
+    instrumentator.instrument(app).expose(
         app, endpoint="/metrics", include_in_schema=True, tags=["health"]
     )
     app.add_middleware(ExperimentMiddleware)

@@ -24,7 +24,7 @@ from app.db.queries import (
     user_events_query,
 )
 from app.ingest import EventIngestor
-from app.monitoring import PENDING_PROFILE_USERS, PROFILE_REBUILDS
+from app.monitoring import PENDING_PROFILE_USERS, PROFILE_REBUILDS, PROFILE_UPDATE_LAG
 from app.profiles import ProfileEvent, ProfileStore
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,8 @@ class ProfileRebuilder:
         """
         now = now or datetime.now(UTC)
         with self.sessions() as session:
+            oldest = session.scalar(select(func.min(PendingProfileUpdate.created_at)))
+            PROFILE_UPDATE_LAG.set(0 if oldest is None else (now - as_utc(oldest)).total_seconds())
             rows = session.execute(
                 select(PendingProfileUpdate.id, PendingProfileUpdate.user_ids)
                 .where(PendingProfileUpdate.created_at <= now - grace)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ServicesDep
+from app.monitoring import DEPENDENCY_UP
 
 router = APIRouter(tags=["health"])
 
@@ -44,6 +45,8 @@ def readyz(services: ServicesDep) -> JSONResponse:
     """Ready when the database and Redis answer; 503 naming what is down otherwise."""
     checks = {"database": services.check_database(), "redis": services.check_redis()}
     down = [name for name, problem in checks.items() if problem is not None]
+    for name, problem in checks.items():
+        DEPENDENCY_UP.labels(dependency=name).set(0 if problem else 1)
     body = {
         "status": "unavailable" if down else "ready",
         "down": down,

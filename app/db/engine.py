@@ -19,7 +19,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # The newest migration's revision (tests/test_migrations.py checks that it is Alembic's head):
 # a database already there is recognised without loading Alembic, which would otherwise stay
 # in every service process's memory (about 8 MB) for nothing.
-SCHEMA_HEAD = "0007_model_artifact_files"
+SCHEMA_HEAD = "0008_monitoring"
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -124,6 +124,9 @@ class ModelVersion(Base):
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The canary of this version, when it went out as one: experiment, share, state and the
+    # decision with its figures (``app.monitoring.canary``).
+    canary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     __table_args__ = (
         # At most one active version, enforced by the database itself.
@@ -226,3 +229,38 @@ class ImportWatermark(Base):
     value: Mapped[str] = mapped_column(Text)
     value_type: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServedList(Base):
+    """One answer of the recommendations route as shown: what the online-quality report
+    attributes clicks and conversions to (by ``recommendation_id``), per model version and
+    variant. Rows older than the longest monitoring window are deleted by the monitor."""
+
+    __tablename__ = "served_lists"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    recommendation_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    experiment: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(64))
+    items: Mapped[list[str]] = mapped_column(JSON)
+    scores: Mapped[list[float]] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class TrainingRun(Base):
+    """One decision of ``training retrain`` (or one ``training train``): why it ran or not,
+    and how it ended. The service exports the latest of each outcome as freshness gauges."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # skipped, promoted, candidate (the gate kept the active one), canary, held, failed
+    outcome: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str | None] = mapped_column(String(64))
+    triggers: Mapped[list[str]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
