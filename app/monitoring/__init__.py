@@ -172,6 +172,10 @@ ONLINE_CTR_REGRESSION = Gauge(
     ["window"],
 )
 MODEL_AGE = Gauge("recsys_model_age_seconds", "Seconds since the active model version was trained.")
+MODEL_AGE_LIMIT = Gauge(
+    "recsys_model_age_limit_seconds",
+    "Model age past which `training retrain` trains again (RECSYS_RETRAIN_MAX_MODEL_AGE_HOURS).",
+)
 EVENTS_SINCE_TRAINING = Gauge(
     "recsys_events_since_training",
     "Events stored since the active model version was trained.",
