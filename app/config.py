@@ -307,6 +307,92 @@ class Settings(BaseSettings):
         description="Users every variant needs before results claim a significant difference.",
     )
 
+    # Monitoring: drift, online quality, freshness (``app.monitoring``)
+    monitor_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the figures of drift, online quality and freshness are "
+        "computed (by one API process at a time; every process exports them).",
+    )
+    monitor_windows: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [3600, 86_400],
+        description="Sliding windows of the monitor, e.g. `1h,24h` (units s, m, h, d).",
+    )
+    drift_psi_warn: float = Field(
+        default=0.1, gt=0, description="PSI from which a feature's drift verdict is `warn`."
+    )
+    drift_psi_drift: float = Field(
+        default=0.25, gt=0, description="PSI from which a feature's drift verdict is `drift`."
+    )
+    drift_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="A feature is `warn` or `drift` only when its test's p-value is below this "
+        "too, so that a few events never raise a verdict on their own.",
+    )
+    drift_min_events: int = Field(
+        default=200,
+        ge=1,
+        description="Fewest events in a window before its drift is judged.",
+    )
+    quality_click_event_types: list[EventType] = Field(
+        default_factory=lambda: list[EventType](["click"]),
+        description="Event types that count as a click on a served list (online CTR).",
+    )
+    quality_conversion_event_types: list[EventType] = Field(
+        default_factory=lambda: list[EventType](["purchase"]),
+        description="Event types that count as a conversion of a served list.",
+    )
+    quality_min_lists: int = Field(
+        default=200,
+        ge=1,
+        description="Lists each of two versions needs before their CTRs are compared.",
+    )
+    served_lists_share: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of users whose answers are recorded for online quality (by a hash "
+        "of the user id; 0 turns recording off).",
+    )
+    served_lists_retention_hours: float = Field(
+        default=48.0,
+        gt=0,
+        description="How long recorded answers are kept (at least the longest monitor window).",
+    )
+    # Retraining (``training retrain``) and canaries
+    retrain_max_model_age_hours: float = Field(
+        default=48.0, gt=0, description="Train again once the active version is this old."
+    )
+    retrain_min_new_events: int = Field(
+        default=10_000,
+        ge=1,
+        description="Train again once this many events arrived since the active version.",
+    )
+    retrain_on_drift: bool = Field(
+        default=True, description="Train again when a feature's drift verdict is `drift`."
+    )
+    canary_share: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of users a newly promoted version is served to first, as a canary "
+        "against the active one; 0 promotes to everyone at once.",
+    )
+    canary_min_exposures: int = Field(
+        default=2_000,
+        ge=1,
+        description="Lists each arm of a canary needs before it is decided.",
+    )
+    canary_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="A canary whose CTR is below the active version's at this significance is "
+        "rolled back; otherwise it is promoted to everyone.",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:
@@ -334,6 +420,31 @@ class Settings(BaseSettings):
                 )
             aliases[normalise_event_type(alias)] = target
         return aliases
+
+    @field_validator("monitor_windows", mode="before")
+    @classmethod
+    def _parse_windows(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [parse_duration(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("monitor_windows")
+    @classmethod
+    def _check_windows(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("name at least one window, e.g. 1h,24h")
+        if any(seconds < 60 for seconds in value):
+            raise ValueError("each window is at least 1m")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> Settings:
+        if self.drift_psi_warn > self.drift_psi_drift:
+            raise ValueError(
+                f"RECSYS_DRIFT_PSI_WARN ({self.drift_psi_warn}) is above RECSYS_DRIFT_PSI_DRIFT "
+                f"({self.drift_psi_drift}); warn comes first"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_production(self) -> Settings:
@@ -373,6 +484,32 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of ``90s``, ``30m``, ``1h``, ``7d`` or a plain number of seconds."""
+    value = text.strip().lower()
+    unit = DURATION_UNITS.get(value[-1:], None)
+    number = value[:-1] if unit is not None else value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(
+            f"{text.strip()!r} is not a duration; write e.g. 90s, 30m, 1h or 7d"
+        ) from None
+    return round(amount * (unit or 1))
+
+
+def window_label(seconds: int) -> str:
+    """``3600`` → ``1h``, ``86400`` → ``24h``, ``604800`` → ``7d``: the largest unit that
+    divides it (days from two on)."""
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda kv: -kv[1]):
+        if seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def normalise_database_url(url: str) -> str:
