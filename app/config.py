@@ -492,7 +492,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 def parse_duration(text: str) -> int:
     """Seconds of ``90s``, ``30m``, ``1h``, ``7d`` or a plain number of seconds."""
     value = text.strip().lower()
-    unit = DURATION_UNITS.get(value[-1:], None)
+    unit = DURATION_UNITS.get(value[-1:])
     number = value[:-1] if unit is not None else value
     try:
         amount = float(number)

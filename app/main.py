@@ -14,7 +14,16 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from app.api import events, experiments, health, items, models, recommendations, users
+from app.api import (
+    events,
+    experiments,
+    health,
+    items,
+    models,
+    monitoring,
+    recommendations,
+    users,
+)
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.experiments.middleware import ExperimentMiddleware
@@ -105,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recommendations.router,
         models.router,
         experiments.router,
+        monitoring.router,
         health.router,
     ):
         app.include_router(router)

@@ -797,3 +797,106 @@ class ExperimentResultsOut(BaseModel):
     sample_ratio: SampleRatioOut
     attribution: AttributionOut
     variants: list[VariantResultOut]
+
+
+# -- Monitoring ---------------------------------------------------------------------------------
+
+
+class FeatureDriftOut(BaseModel):
+    """One feature of live events against the reference version's training data."""
+
+    feature: str = Field(examples=["category"])
+    verdict: Literal["ok", "warn", "drift", "insufficient_data"]
+    psi: float | None = Field(description="Population stability index.", examples=[0.31])
+    test: Literal["chi-square", "kolmogorov-smirnov"]
+    statistic: float | None
+    p_value: float | None
+    live_events: int
+    reference: dict[str, float] = Field(description="Share of each bucket in training.")
+    live: dict[str, float] = Field(description="Share of each bucket in the window.")
+
+
+class DriftWindowOut(BaseModel):
+    window: str = Field(examples=["1h"])
+    from_: datetime = Field(alias="from")
+    until: datetime
+    events: int
+    verdict: Literal["ok", "warn", "drift", "insufficient_data"] = Field(
+        description="The worst verdict of the window's features."
+    )
+    features: list[FeatureDriftOut]
+
+
+class DriftOut(BaseModel):
+    computed_at: datetime
+    reference_version: str | None = Field(
+        description="The active version, whose training data live events are compared with."
+    )
+    thresholds: dict[str, float]
+    windows: list[DriftWindowOut]
+    note: str | None = None
+
+
+class QualityRowOut(BaseModel):
+    """The lists one model version served in one variant over the window."""
+
+    model_version: str = Field(description="`none` for lists made without a model.")
+    variant: str = Field(examples=["control"])
+    lists: int = Field(description="Distinct lists (recommendation ids) served.")
+    answers: int = Field(description="Answers served (a list asked for again counts again).")
+    clicked: int
+    converted: int
+    ctr: float | None = Field(description="Clicked lists / lists.")
+    conversion_rate: float | None = Field(description="Converted lists / lists.")
+    coverage: float | None = Field(description="Distinct items shown / items eligible now.")
+    novelty_bits: float | None
+    popularity_percentile: float | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class RegressionOut(BaseModel):
+    """The active version's CTR against the version it replaced, every variant pooled."""
+
+    active_version: str
+    previous_version: str
+    active_ctr: float | None
+    previous_ctr: float | None
+    p_value: float | None
+    regressed: bool | None = Field(description="Null while either has too few lists.")
+    note: str
+
+
+class QualityWindowOut(BaseModel):
+    window: str
+    from_: datetime = Field(alias="from")
+    until: datetime
+    eligible_items: int
+    rows: list[QualityRowOut]
+    regression: RegressionOut | None
+
+
+class TrainingRunsOut(BaseModel):
+    last_finished_at: datetime
+    runs: int
+
+
+class FreshnessOut(BaseModel):
+    active_version: str | None
+    model_age_seconds: float | None
+    model_age_limit_seconds: float
+    events_since_training: int = Field(
+        description="Events that happened after the active version's training data ends."
+    )
+    training_runs: dict[str, TrainingRunsOut] = Field(
+        description="The last run of each outcome (skipped, promoted, candidate, canary, held, "
+        "failed) and how many there were."
+    )
+
+
+class QualityOut(BaseModel):
+    computed_at: datetime
+    click_event_types: list[str]
+    conversion_event_types: list[str]
+    windows: list[QualityWindowOut]
+    freshness: FreshnessOut

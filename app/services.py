@@ -24,8 +24,10 @@ from app.artifacts import make_artifact_store
 from app.catalog import Catalog
 from app.config import Settings
 from app.db.engine import create_db_engine, make_sessionmaker, upgrade_schema
+from app.experiments.exposures import SERVED_LISTS, ExposureWriter
 from app.experiments.runtime import ExperimentRuntime
 from app.ingest import EventIngestor, KnownItems
+from app.monitoring.monitor import Monitor
 from app.profiles import ProfileStore
 from app.reconcile import ProfileRebuilder, Reconciler
 from app.serving.catalog_index import CatalogIndex
@@ -127,6 +129,12 @@ def _wait_removed(path: Path, seconds: float) -> bool:
     return True
 
 
+def eligible_count(index: CatalogIndex) -> int:
+    """Items that may be recommended now (listed, visible, within their availability)."""
+    snapshot = index.loaded or index.snapshot
+    return int(snapshot.eligible(time.time()).sum())
+
+
 def _client_name() -> str:
     """Names one client's Redis connections (visible in CLIENT LIST)."""
     return f"recsys-{os.getpid()}-{secrets.token_hex(4)}"
@@ -146,6 +154,8 @@ class Services:
     catalog_index: CatalogIndex
     recommender: Recommender
     experiments: ExperimentRuntime
+    served_lists: ExposureWriter
+    monitor: Monitor
     embedded_redis: Any = None
     reconciler: Reconciler | None = None
     pollers: list[Periodic] = field(default_factory=list)
@@ -158,9 +168,8 @@ class Services:
         sessions = make_sessionmaker(engine)
         client, embedded = connect_redis(settings)
         profiles = ProfileStore(client, settings)
-        models = ModelHolder(
-            sessions, make_artifact_store(settings.artifact_store, sessions, settings.model_dir)
-        )
+        artifacts = make_artifact_store(settings.artifact_store, sessions, settings.model_dir)
+        models = ModelHolder(sessions, artifacts)
         catalog_index = CatalogIndex(sessions)
         recommender = Recommender(
             models,
@@ -186,6 +195,21 @@ class Services:
             catalog_index=catalog_index,
             recommender=recommender,
             experiments=ExperimentRuntime(settings, engine, sessions, models),
+            served_lists=ExposureWriter(
+                engine,
+                capacity=settings.exposure_queue_size,
+                batch_size=settings.exposure_batch_size,
+                flush_seconds=settings.exposure_flush_seconds,
+                sink=SERVED_LISTS,
+            ),
+            monitor=Monitor(
+                settings,
+                engine,
+                sessions,
+                client,
+                artifacts,
+                eligible_items=lambda: eligible_count(catalog_index),
+            ),
             embedded_redis=embedded,
         )
 
@@ -211,6 +235,10 @@ class Services:
                 self.catalog_index.refresh,
             ),
         ]
+        self.served_lists.start()
+        self.pollers.append(
+            Periodic("monitor", self.settings.monitor_interval_seconds, self.monitor.tick)
+        )
         for poller in self.pollers:
             poller.start()
         # After the model: a variant serving the active version shares its loaded copy.
@@ -219,8 +247,9 @@ class Services:
     def close(self) -> None:
         for poller in self.pollers:
             poller.stop()
-        # Queued exposures are written before the database goes away.
+        # Queued exposures and answers are written before the database goes away.
         self.experiments.close()
+        self.served_lists.close()
         if self.reconciler is not None:
             self.reconciler.stop()
         else:

@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts import ArtifactStore, LocalArtifactStore
 from app.db.models import ModelVersion
+from app.monitoring import drift
 from training.artifact import ArtifactError, ModelArtifact
-from training.data import Interactions, count_events, load_interactions, load_items
+from training.data import Interactions, ItemTable, count_events, load_interactions, load_items
 from training.evaluation import Dataset, ModelChoice, ModelResult, build_hybrid, score_model, tune
 from training.features import preload as preload_features
 from training.recommenders import (
@@ -150,6 +151,42 @@ def statistics(inter: Interactions, n_catalogue: int) -> dict[str, Any]:
     }
 
 
+def top_scores(
+    scorer: HybridScorer, history: Any, users: npt.NDArray[np.int64], k: int = 10
+) -> npt.NDArray[np.float64]:
+    """The scores of the top-``k`` unseen items of each of ``users``: the score distribution
+    that drift compares served lists against."""
+    out: list[npt.NDArray[np.float64]] = []
+    for start in range(0, len(users), 256):
+        batch = users[start : start + 256]
+        scores = np.asarray(scorer.score(batch, history[batch]), dtype=np.float64)
+        seen = history[batch].tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        kth = min(k, scores.shape[1])
+        top = -np.partition(-scores, kth - 1, axis=1)[:, :kth]
+        out.append(top[np.isfinite(top)])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def drift_reference(
+    inter: Interactions, items: ItemTable, popularity: Any, scores: Any
+) -> dict[str, Any]:
+    """The reference of ``app.monitoring.drift`` for a version trained on ``inter``."""
+    index = items.index
+    rows = [index.get(item_id) for item_id in inter.item_ids]
+    return drift.reference(
+        type_names=inter.type_names,
+        types=inter.types,
+        users=inter.users,
+        items=inter.items,
+        timestamps=inter.timestamps,
+        popularity=popularity,
+        item_categories=[items.categories[r] if r is not None else [] for r in rows],
+        item_attributes=[items.attributes[r] if r is not None else {} for r in rows],
+        scores=scores,
+    )
+
+
 def train(
     engine: Engine,
     sessions: sessionmaker[Session],
@@ -242,12 +279,14 @@ def train(
         rng.choice(candidates, size=min(options.eval_users, len(candidates)), replace=False)
     )
     metrics: dict[str, Any] = {"holdout_percent": options.holdout_percent}
+    reference_scores: npt.NDArray[np.float64] = np.zeros(0)
     if len(users):
         baseline = score_model(
             PopularityScorer(model.popularity.popularity), history, relevant, users
         )
         mine = score_model(served, history, relevant, users)
         metrics["validation"] = mine.as_dict()
+        reference_scores = top_scores(served, history, users)
         metrics["validation_popularity"] = baseline.as_dict()
         log(f"holdout: {_describe(mine)}; popularity {_describe(baseline)}")
     lap("evaluate")
@@ -273,6 +312,8 @@ def train(
     arrays = hybrid_to_arrays(model)
     arrays["item_ids"] = np.asarray(inter.item_ids)
     stats = statistics(inter, len(items))
+    stats["drift"] = drift_reference(inter, items, model.popularity.popularity, reference_scores)
+    lap("reference")
     artifact = ModelArtifact(
         version=version,
         arrays=arrays,

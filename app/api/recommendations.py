@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -18,6 +20,7 @@ from app.api.responses import AUTH_ERRORS, BAD_QUERY, PROFILES_DOWN, Responses
 from app.auth import RequireRead, check_read
 from app.errors import InvalidInput
 from app.experiments.runtime import Assignment
+from app.monitoring.quality import sampled, served_row
 from app.schemas import (
     ID_MAX,
     ErrorResponse,
@@ -198,6 +201,7 @@ async def answer(
     request: Request, services: Services, user_id: str, query: RecommendationsQuery
 ) -> Response:
     """The answer of the route for valid parameters."""
+    started = time.perf_counter()
     k, offset = query.k, query.offset
     categories, exclude = query.categories or (), query.exclude or ()
     assignment: Assignment | None = getattr(request.state, "experiment", None)
@@ -249,5 +253,19 @@ async def answer(
         )
         body["experiment"] = assignment.experiment.name
         body["variant"] = assignment.variant.name
+    if sampled(user_id, services.settings.served_lists_share):
+        services.served_lists.record(
+            served_row(
+                result.recommendation_id,
+                user_id,
+                result.model_version,
+                None if assignment is None else assignment.experiment.name,
+                "control" if assignment is None else assignment.variant.name,
+                [item.item_id for item in result.items],
+                [item.score for item in result.items],
+                (time.perf_counter() - started) * 1000,
+                datetime.now(UTC),
+            )
+        )
     # The shape of RecommendationsOut (the documented response_model), serialised directly.
     return Response(orjson.dumps(body), media_type="application/json")

@@ -15,13 +15,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from prometheus_client import Counter, Gauge
+from sqlalchemy import Engine, Table, insert
 
-from app.db.models import ExperimentExposure
-from app.monitoring import EXPOSURE_QUEUE_DEPTH, EXPOSURES_DROPPED, EXPOSURES_WRITTEN
+from app.db.models import ExperimentExposure, ServedList
+from app.monitoring import (
+    EXPOSURE_QUEUE_DEPTH,
+    EXPOSURES_DROPPED,
+    EXPOSURES_WRITTEN,
+    SERVED_LISTS_DROPPED,
+    SERVED_LISTS_WRITTEN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,33 @@ Exposure = dict[str, Any]
 # interpreter lock; small statements with a yield between them keep each hold around a
 # millisecond, so a request thread never waits long for it.
 WRITE_CHUNK = 25
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where a writer's rows go and the collectors that count them."""
+
+    name: str
+    table: Table
+    written: Counter
+    dropped: Counter
+    depth: Gauge | None = None
+
+
+EXPOSURES = Sink(
+    "exposures",
+    ExperimentExposure.__table__,  # type: ignore[arg-type]
+    EXPOSURES_WRITTEN,
+    EXPOSURES_DROPPED,
+    EXPOSURE_QUEUE_DEPTH,
+)
+# Every answer as shown, for online quality (``app.monitoring.quality``).
+SERVED_LISTS = Sink(
+    "served lists",
+    ServedList.__table__,  # type: ignore[arg-type]
+    SERVED_LISTS_WRITTEN,
+    SERVED_LISTS_DROPPED,
+)
 
 
 def exposure(
@@ -74,8 +109,10 @@ class ExposureWriter:
         flush_seconds: float,
         attempts: int = 3,
         retry_seconds: float = 0.5,
+        sink: Sink = EXPOSURES,
     ) -> None:
         self.engine = engine
+        self.sink = sink
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.attempts = attempts
@@ -96,7 +133,7 @@ class ExposureWriter:
         """Queue one exposure without waiting; False (and counted) when the queue is full."""
         waiting = len(self._queue)
         if waiting >= self.capacity:
-            EXPOSURES_DROPPED.labels(reason="queue_full").inc()
+            self.sink.dropped.labels(reason="queue_full").inc()
             with self._count_lock:
                 self.dropped += 1
             self._wake.set()
@@ -112,7 +149,8 @@ class ExposureWriter:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="exposure-writer", daemon=True)
+            name = f"{self.sink.name.replace(' ', '-')}-writer"
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
 
     def close(self, timeout: float = 30.0) -> None:
@@ -158,8 +196,9 @@ class ExposureWriter:
         return batch
 
     def _write(self, batch: list[Exposure]) -> None:
-        EXPOSURE_QUEUE_DEPTH.set(len(self._queue))
-        statement = insert(ExperimentExposure)
+        if self.sink.depth is not None:
+            self.sink.depth.set(len(self._queue))
+        statement = insert(self.sink.table)
         for attempt in range(1, self.attempts + 1):
             try:
                 with self.engine.begin() as connection:
@@ -169,20 +208,21 @@ class ExposureWriter:
             except Exception as exc:
                 if attempt < self.attempts:
                     log.warning(
-                        "writing %d exposures failed (attempt %d of %d), retrying: %s",
+                        "writing %d %s failed (attempt %d of %d), retrying: %s",
                         len(batch),
+                        self.sink.name,
                         attempt,
                         self.attempts,
                         exc,
                     )
                     time.sleep(self.retry_seconds * attempt)
                     continue
-                EXPOSURES_DROPPED.labels(reason="write_failed").inc(len(batch))
+                self.sink.dropped.labels(reason="write_failed").inc(len(batch))
                 with self._count_lock:
                     self.dropped += len(batch)
-                log.error("dropped %d exposures the database refused: %s", len(batch), exc)
+                log.error("dropped %d %s the database refused: %s", len(batch), self.sink.name, exc)
                 return
-            EXPOSURES_WRITTEN.inc(len(batch))
+            self.sink.written.inc(len(batch))
             with self._count_lock:
                 self.written += len(batch)
                 self.batches += 1
