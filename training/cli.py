@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from app.artifacts import make_artifact_store
 from app.clitools import run
-from app.config import get_settings
+from app.config import Settings, get_settings
 from training import demo
 from training.cli_shared import Database, console, open_database, open_services, out
 from training.data import count_events, load_interactions
@@ -44,10 +45,12 @@ from training.import_cli import import_cli
 from training.pipeline import TrainingError, TrainOptions, TrainResult
 from training.pipeline import train as run_training
 from training.registry import Registry, RegistryError
+from training.retraining import FAILED, SKIPPED, due, record_run
 
 if TYPE_CHECKING:
     from training.loading import LoadReport
 
+log = logging.getLogger(__name__)
 cli = typer.Typer(
     help="Offline training for the recommendation service.",
     no_args_is_help=True,
@@ -209,7 +212,16 @@ def train(
             force=force,
             seed=seed,
         )
-        result = train_once(db, options)
+        started = datetime.now(UTC)
+        try:
+            result = train_once(db, options)
+        except Exception as exc:
+            record_run(db.sessions, started, FAILED, ["by hand"], f"{type(exc).__name__}: {exc}")
+            raise
+        if result is not None:
+            outcome = "promoted" if result.decision.promote else "candidate"
+            reason = "; ".join(result.decision.reasons)
+            record_run(db.sessions, started, outcome, ["by hand"], reason, result.version)
     if result is None:
         raise typer.Exit(1)
 
@@ -259,26 +271,30 @@ def train_once(db: Database, options: TrainOptions) -> TrainResult | None:
 @cli.command()
 def retrain(
     interval: Annotated[
-        float, typer.Option(min=1, help="Seconds from the end of one run to the next.")
+        float, typer.Option(min=1, help="Seconds from the end of one round to the next.")
     ] = 86_400.0,
     min_new_events: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=0,
-            help="Skip a run while fewer events than this were stored since the active "
-            "version was trained.",
+            min=1,
+            help="Train once this many events happened since the active version's data ends "
+            "(default RECSYS_RETRAIN_MIN_NEW_EVENTS).",
         ),
-    ] = 1,
+    ] = None,
     margin: Annotated[
         float, typer.Option(min=0, help="Relative improvement needed to replace the active one.")
     ] = 0.0,
     once: Annotated[bool, typer.Option(help="One round, then exit (for a scheduled job).")] = False,
 ) -> None:
-    """Train again and again, each candidate through the gate, until SIGTERM or SIGINT.
+    """Decide, round after round, whether to train, and train when a trigger holds: no active
+    version, the active one older than RECSYS_RETRAIN_MAX_MODEL_AGE_HOURS, enough new events,
+    or drift (RECSYS_RETRAIN_ON_DRIFT); otherwise say why not. Each candidate goes through the
+    gate; every round is recorded in training_runs. Runs until SIGTERM or SIGINT.
 
     A signal while waiting ends the loop at once; one during a run abandons that run, which
     leaves no version behind (the artifact and its registry row are committed together). It
-    touches RECSYS_VAR_DIR/retrain.heartbeat every 30 s, for a health check."""
+    touches RECSYS_VAR_DIR/retrain.heartbeat every 30 s, for a health check. With --once the
+    exit status is 1 when the round failed."""
     stop = threading.Event()
     running = threading.Event()
 
@@ -290,21 +306,25 @@ def retrain(
 
     previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
     try:
-        _retrain_rounds(stop, running, interval, min_new_events, margin, once)
+        ok = _retrain_rounds(stop, running, interval, min_new_events, margin, once)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if not ok:
+        raise typer.Exit(1)
 
 
 def _retrain_rounds(
     stop: threading.Event,
     running: threading.Event,
     interval: float,
-    min_new_events: int,
+    min_new_events: int | None,
     margin: float,
     once: bool,
-) -> None:
-    heartbeat = get_settings().var_dir / RETRAIN_HEARTBEAT
+) -> bool:
+    """The rounds of ``retrain``; False when the last round failed."""
+    settings = get_settings()
+    heartbeat = settings.var_dir / RETRAIN_HEARTBEAT
 
     def beat() -> None:
         # While the process lives, runs included: a container's health check reads its age.
@@ -315,26 +335,50 @@ def _retrain_rounds(
                 return
 
     threading.Thread(target=beat, name="retrain-heartbeat", daemon=True).start()
+    ok = True
     while not stop.is_set():
-        with open_database() as db:
-            active = Registry(db.sessions).active()
-            stored = count_events(db.engine)
-            new = stored if active is None else stored - active.n_events
-            if new < min_new_events:
-                console.print(
-                    f"{new:,} events since {active.version if active else 'the start'}: "
-                    f"fewer than {min_new_events:,}, no run this round"
-                )
-            else:
-                running.set()
-                try:
-                    train_once(db, TrainOptions(margin=margin))
-                finally:
-                    running.clear()
+        ok = _retrain_round(settings, running, min_new_events, margin)
         if once:
-            return
+            return ok
         console.print(f"next round in {interval:,.0f} s")
         stop.wait(interval)
+    return ok
+
+
+def _retrain_round(
+    settings: Settings, running: threading.Event, min_new_events: int | None, margin: float
+) -> bool:
+    started = datetime.now(UTC)
+    with open_database() as db:
+        artifacts = make_artifact_store(settings.artifact_store, db.sessions, settings.model_dir)
+        triggers: list[str] = []
+        try:
+            decision = due(
+                settings, db.engine, db.sessions, artifacts, min_new_events=min_new_events
+            )
+            triggers = decision.triggers
+            if not decision.train:
+                console.print(f"nothing to do: {decision.reason}")
+                record_run(db.sessions, started, SKIPPED, [], decision.reason)
+                return True
+            console.print(f"training: {decision.reason}")
+            running.set()
+            try:
+                result = train_once(db, TrainOptions(margin=margin))
+            finally:
+                running.clear()
+        except Exception as exc:
+            log.exception("the retraining round failed")
+            console.print(f"[red]the round failed: {exc}[/]")
+            record_run(db.sessions, started, FAILED, triggers, f"{type(exc).__name__}: {exc}")
+            return False
+        if result is None:
+            record_run(db.sessions, started, SKIPPED, triggers, "no events are stored")
+            return True
+        outcome = "promoted" if result.decision.promote else "candidate"
+        reason = "; ".join(result.decision.reasons)
+        record_run(db.sessions, started, outcome, triggers, reason, result.version)
+        return True
 
 
 @cli.command()

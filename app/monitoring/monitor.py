@@ -59,10 +59,12 @@ class Reference:
 
 
 def events_since(engine: Engine, version: ModelVersion | None) -> int:
-    """Events that happened after the version's training data ends (all, with no version)."""
+    """Events that happened after the version's training data ends (all, with no version).
+
+    A second of slack: the training window is read back through float epochs, which round."""
     query = select(func.count()).select_from(Event)
     if version is not None and version.data_until is not None:
-        query = query.where(Event.occurred_at > version.data_until)
+        query = query.where(Event.occurred_at > version.data_until + timedelta(seconds=1))
     with engine.connect() as connection:
         return int(connection.execute(query).scalar_one())
 
@@ -73,7 +75,7 @@ class Monitor:
         settings: Settings,
         engine: Engine,
         sessions: sessionmaker[Session],
-        client: redis.Redis,
+        client: redis.Redis | None,
         artifacts: ArtifactStore,
         eligible_items: Callable[[], int],
         extra: Sequence[Callable[[datetime], dict[str, Any]]] = (),
@@ -100,6 +102,8 @@ class Monitor:
     def tick(self) -> None:
         """One round: compute when this process holds the round's lock, then export."""
         ttl = max(1, int(self.settings.monitor_interval_seconds * 0.9))
+        if self.client is None:
+            return
         try:
             mine = bool(self.client.set(LOCK_KEY, "1", nx=True, ex=ttl))
         except redis.RedisError as exc:
@@ -110,6 +114,8 @@ class Monitor:
             self.export(report)
 
     def stored(self) -> dict[str, Any] | None:
+        if self.client is None:
+            return None
         try:
             raw = self.client.get(REPORT_KEY)
         except redis.RedisError:
@@ -151,6 +157,8 @@ class Monitor:
             self._prune(now)
             seconds = time.perf_counter() - started
             report["seconds"] = round(seconds, 3)
+            if self.client is None:
+                return report
             try:
                 self.client.set(
                     REPORT_KEY,
@@ -235,6 +243,15 @@ class Monitor:
                         list(categories or []), drift.numeric_attributes(attributes or {})
                     )
         return out
+
+    def drift(self, now: datetime | None = None) -> dict[str, Any]:
+        """The drift part of a report alone (what ``training retrain`` reads)."""
+        with self.sessions() as session:
+            active = session.scalar(select(ModelVersion).where(ModelVersion.status == ACTIVE))
+            if active is not None:
+                session.expunge(active)
+        reference = None if active is None else self._reference(active)
+        return self._drift(now or datetime.now(UTC), reference)
 
     def _drift(self, now: datetime, reference: Reference | None) -> dict[str, Any]:
         out: dict[str, Any] = {

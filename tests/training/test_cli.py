@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,12 @@ import training.cli as training_cli
 import training.cli_shared as training_cli_shared
 import training.import_cli as training_import_cli
 from app.config import Settings, get_settings
-from app.db.models import Event
+from app.db.models import Event, TrainingRun
 from app.services import Services
 from tests.conftest import count_rows
 from training import demo
 from training.cli import cli
+from training.loading import load_events
 from training.registry import ACTIVE, CANDIDATE, RETIRED, Registry
 
 runner = CliRunner()
@@ -381,12 +384,17 @@ def test_train_on_an_empty_database_exits_1_and_says_how_to_load_data(
     assert count_rows(services, "model_versions") == 0
 
 
-def test_retrain_runs_a_round_when_enough_events_arrived_and_skips_it_otherwise(
+def training_runs(services: Services) -> list[TrainingRun]:
+    with services.sessions() as session:
+        return list(session.scalars(select(TrainingRun).order_by(TrainingRun.id)))
+
+
+def test_retrain_trains_the_first_version_then_says_why_it_does_nothing(
     shop: Services, cli_env: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
     """`retrain --once` trains and promotes the first version (kept in the database with
-    RECSYS_ARTIFACT_STORE=database) and beats its heartbeat; the next round finds no new
-    events and trains nothing."""
+    RECSYS_ARTIFACT_STORE=database) and beats its heartbeat; the next round finds no trigger,
+    trains nothing and says what it checked. Both rounds are recorded."""
     monkeypatch.setenv("RECSYS_ARTIFACT_STORE", "database")
     get_settings.cache_clear()
     heartbeat = settings.var_dir / training_cli.RETRAIN_HEARTBEAT
@@ -400,10 +408,106 @@ def test_retrain_runs_a_round_when_enough_events_arrived_and_skips_it_otherwise(
     assert f"artifact: database:{active.version}" in first.output
     assert heartbeat.is_file()
 
-    second = run("retrain", "--once", "--min-new-events", "1")
+    second = run("retrain", "--once")
     assert second.exit_code == 0, second.output
-    assert "no run this round" in " ".join(second.output.split())
+    text = " ".join(second.output.split())
+    assert "nothing to do" in text
+    assert "h old (limit 48 h)" in text
+    assert "0 events since its data ends (10,000 needed)" in text
+    assert "no feature drifts" in text
     assert count_rows(shop, "model_versions") == 1
+    runs = training_runs(shop)
+    assert [(r.outcome, r.triggers) for r in runs] == [
+        ("promoted", ["no version is active"]),
+        ("skipped", []),
+    ]
+    assert runs[0].version == active.version
+    assert "nothing" not in runs[1].reason
+    assert "limit 48 h" in runs[1].reason
+
+
+def test_retrain_trains_once_the_model_is_older_than_its_limit(
+    shop: Services, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("train").exit_code == 0
+    monkeypatch.setenv("RECSYS_RETRAIN_MAX_MODEL_AGE_HOURS", "0.0001")  # 0.36 s
+    get_settings.cache_clear()
+    time.sleep(0.5)
+    result = run("retrain", "--once")
+    assert result.exit_code == 0, result.output
+    assert count_rows(shop, "model_versions") == 2
+    (*_, last) = training_runs(shop)
+    assert last.outcome in ("promoted", "candidate")
+    assert len(last.triggers) == 1
+    assert "h old (limit 0.0001 h)" in last.triggers[0]
+
+
+def test_retrain_trains_once_enough_new_events_arrived(
+    shop: Services, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("train").exit_code == 0
+    newer = [
+        {**event, "event_id": f"new-{k}", "timestamp": datetime.now(UTC).isoformat()}
+        for k, event in enumerate(demo.generate(SMALL_SPEC).events[:30])
+    ]
+    assert load_events(shop, newer).accepted == 30
+    monkeypatch.setenv("RECSYS_RETRAIN_MIN_NEW_EVENTS", "31")
+    get_settings.cache_clear()
+    assert "nothing to do" in " ".join(run("retrain", "--once").output.split())
+    result = run("retrain", "--once", "--min-new-events", "30")
+    assert result.exit_code == 0, result.output
+    (*_, skipped, trained) = training_runs(shop)
+    assert skipped.outcome == "skipped"
+    assert trained.triggers == ["30 events since its data ends (30 needed)"]
+    assert count_rows(shop, "model_versions") == 2
+
+
+def test_retrain_trains_when_live_events_drift(
+    shop: Services, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day of nothing but dislikes on one item: the event mix and popularity drift."""
+    assert run("train").exit_code == 0
+    now = datetime.now(UTC)
+    drifted = [
+        {
+            "event_id": f"drift-{k}",
+            "user_id": f"user-{k % 150:05d}",
+            "item_id": "sku-00079",
+            "type": "dislike",
+            "timestamp": (now - timedelta(seconds=300 * k)).isoformat(),
+        }
+        for k in range(250)
+    ]
+    assert load_events(shop, drifted).accepted == 250
+    monkeypatch.setenv("RECSYS_RETRAIN_MIN_NEW_EVENTS", "1000000")
+    monkeypatch.setenv("RECSYS_RETRAIN_ON_DRIFT", "false")
+    get_settings.cache_clear()
+    assert "nothing to do" in " ".join(run("retrain", "--once").output.split())
+
+    monkeypatch.setenv("RECSYS_RETRAIN_ON_DRIFT", "true")
+    get_settings.cache_clear()
+    result = run("retrain", "--once")
+    assert result.exit_code == 0, result.output
+    (*_, trained) = training_runs(shop)
+    (trigger,) = trained.triggers
+    assert trigger.startswith("drift: "), trigger
+    assert "event_type (24h" in trigger, trigger
+
+
+def test_a_failed_round_is_recorded_and_exits_1(
+    shop: Services, cli_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the models should go")
+    monkeypatch.setenv("RECSYS_MODEL_DIR", str(blocked))
+    get_settings.cache_clear()
+    result = run("retrain", "--once")
+    assert result.exit_code == 1
+    assert "the round failed" in " ".join(result.output.split())
+    (last,) = training_runs(shop)
+    assert last.outcome == "failed"
+    assert last.triggers == ["no version is active"]
+    assert count_rows(shop, "model_versions") == 0
 
 
 @pytest.mark.slow
@@ -439,7 +543,7 @@ def test_retrain_stops_at_once_on_sigterm_while_it_waits(
             process.wait()
     assert process.returncode == 0, output
     assert "SIGTERM: stopping" in output
-    assert "no run this round" in " ".join(output.split())
+    assert "no events are stored" in " ".join(output.split())
 
 
 # -- evaluation --------------------------------------------------------------------------------
