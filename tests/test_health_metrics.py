@@ -154,6 +154,8 @@ V1_OPERATIONS = [
     ("/v1/experiments/{name}/start", "post"),
     ("/v1/experiments/{name}/stop", "post"),
     ("/v1/experiments/{name}/results", "get"),
+    ("/v1/monitoring/drift", "get"),
+    ("/v1/monitoring/quality", "get"),
 ]
 
 
