@@ -335,6 +335,8 @@ class Monitor:
                     .join(Event, Event.recommendation_id == ServedList.recommendation_id)
                     .where(
                         *served,
+                        # The window bounds the events read (by the occurred_at index) too.
+                        Event.occurred_at > since,
                         Event.occurred_at >= ServedList.shown_at,
                         Event.type.in_(sorted({*click_types, *conversion_types})),
                     )

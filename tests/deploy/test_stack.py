@@ -260,6 +260,29 @@ def test_the_stack_serves_a_model_trained_in_its_trainer_and_loses_nothing_on_re
     assert body["model_version"] == version
     assert len(body["items"]) == 5
 
+    # A click on that list: online quality per version and variant, drift against the new
+    # version's training data and freshness, from the monitor endpoints.
+    click = {
+        "event_id": "stack-click-1",
+        "user_id": user,
+        "item_id": body["items"][0]["item_id"],
+        "type": "click",
+        "recommendation_id": body["recommendation_id"],
+    }
+    assert stack.request("POST", "/v1/events", click)[0] in (200, 201)
+    status, quality = stack.request("GET", "/v1/monitoring/quality?refresh=true", timeout=60)
+    assert status == 200, quality
+    rows = {(r["model_version"], r["variant"]): r for r in quality["windows"][0]["rows"]}
+    assert rows[(version, "control")]["clicked"] == 1, rows
+    assert quality["freshness"]["active_version"] == version
+    status, drifted = stack.request("GET", "/v1/monitoring/drift", timeout=60)
+    assert status == 200, drifted
+    assert drifted["reference_version"] == version
+    assert {f["feature"] for f in drifted["windows"][0]["features"]} >= {"event_type", "category"}
+    # The scheduled job's command: a fresh model and few new events, so nothing to do.
+    output = stack.call("exec", "-T", "trainer", "python", "-m", "training", "retrain", "--once")
+    assert "nothing to do" in " ".join(output.split()), output
+
     # The deploy workflow's smoke test passes against the API container.
     smoke = run(
         sys.executable,
@@ -335,8 +358,9 @@ def test_the_stack_serves_a_model_trained_in_its_trainer_and_loses_nothing_on_re
     assert set(acknowledged) <= set(restart_ids), "an acknowledged event is missing"
     smoke_ids = [e for e in stored if e.startswith("smoke-")]
     assert len(smoke_ids) == 1
-    # Nothing else was stored: the demo shop, the stream's event, the smoke test's, the client's.
-    assert len(stored) == len(shop.events) + 1 + 1 + len(set(restart_ids))
+    # Nothing else was stored: the demo shop, the stream's event, the click, the smoke test's,
+    # the client's.
+    assert len(stored) == len(shop.events) + 1 + 1 + 1 + len(set(restart_ids))
 
 
 def test_the_workers_stop_cleanly_on_sigterm(stack: Stack) -> None:
