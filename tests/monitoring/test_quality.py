@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -151,3 +152,45 @@ def test_the_monitoring_endpoints_need_the_admin_scope(
         assert client.get(path).status_code == 401
         assert client.get(path, headers={"X-API-Key": "reader"}).status_code == 403
         assert client.get(path, headers={"X-API-Key": "boss"}).status_code == 200
+
+
+def test_one_process_computes_a_round_and_every_process_exports_it(services: Services) -> None:
+    """The round's lock in Redis: the first monitor computes and stores the report, a second
+    one in the same round only reads it; both set the same gauges."""
+    from prometheus_client import REGISTRY
+
+    from app.artifacts import LocalArtifactStore
+    from app.monitoring.monitor import LOCK_KEY, REPORT_KEY, Monitor
+
+    settings = services.settings
+    first, second = (
+        Monitor(
+            settings,
+            services.engine,
+            services.sessions,
+            services.redis,
+            LocalArtifactStore(),
+            lambda: 10,
+        )
+        for _ in range(2)
+    )
+    computed: list[str] = []
+    original = first.compute
+
+    def counted(now: datetime | None = None) -> dict[str, Any]:
+        computed.append("first")
+        return original(now)
+
+    first.compute = counted  # type: ignore[method-assign]
+    first.tick()
+    assert computed == ["first"]
+    assert services.redis.exists(REPORT_KEY)
+    assert services.redis.ttl(LOCK_KEY) > 0
+    stored = first.stored()
+    assert stored is not None
+    assert REGISTRY.get_sample_value("recsys_monitor_last_run_timestamp_seconds") == (
+        datetime.fromisoformat(stored["computed_at"]).timestamp()
+    )
+    second.compute = lambda now=None: pytest.fail("the round was computed twice")  # type: ignore[method-assign]
+    second.tick()
+    assert second.stored() == stored
