@@ -13,9 +13,28 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts import ArtifactStore
 from app.db.engine import session_scope
-from app.db.models import ModelVersion
+from app.db.models import Experiment, ModelVersion
+from app.experiments.assignment import RUNNING
+from app.experiments.service import STOPPED
 
 CANDIDATE, ACTIVE, RETIRED = "candidate", "active", "retired"
+# Served to a share of users against the active version (``app.monitoring.canary``); the
+# active version stays active meanwhile.
+CANARY = "canary"
+# A canary whose CTR was significantly worse than the active version's: never promoted by a
+# gate or a rollback, only by hand (`models promote`).
+ROLLED_BACK = "rolled_back"
+
+# The states of ``ModelVersion.canary``: held (it could not start) or running, then promoted,
+# rolled_back, or ended (stopped without a decision: its experiment stopped by hand, the
+# active version changed under it).
+CANARY_HELD, CANARY_RUNNING, CANARY_PROMOTED, CANARY_ROLLED_BACK, CANARY_ENDED = (
+    "held",
+    "running",
+    "promoted",
+    "rolled_back",
+    "ended",
+)
 
 
 class RegistryError(Exception):
@@ -133,8 +152,83 @@ class Registry:
                 .values(gate=decision.as_dict())
             )
 
-    def promote(self, version: str, now: datetime | None = None) -> ModelVersion | None:
-        """Make ``version`` active and retire the one it replaces; returns the replaced one."""
+    def canaries(self, state: str | None = None) -> list[ModelVersion]:
+        """Versions that went out as canaries (or were held), oldest first; with ``state``,
+        only those whose canary is in it."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.canary.is_not(None))
+                .order_by(ModelVersion.created_at)
+            )
+            return [r for r in rows if state is None or (r.canary or {}).get("state") == state]
+
+    def record_canary(
+        self, version: str, canary: Mapping[str, Any], status: str | None = None
+    ) -> None:
+        """Store ``canary`` on the version (and its new ``status``, when given)."""
+        values: dict[str, Any] = {"canary": dict(canary)}
+        if status is not None:
+            values["status"] = status
+        with session_scope(self.sessions) as session:
+            session.execute(
+                update(ModelVersion).where(ModelVersion.version == version).values(**values)
+            )
+
+    def roll_back_canary(
+        self, version: str, outcome: Mapping[str, Any] | None = None, now: datetime | None = None
+    ) -> ModelVersion:
+        """End the running canary of ``version``: its experiment stops, the version is
+        ``rolled_back`` (the active one never stopped serving everyone else)."""
+        now = now or datetime.now(UTC)
+        with session_scope(self.sessions) as session:
+            target = self._running_canary(session, version)
+            target.status = ROLLED_BACK
+            target.retired_at = now
+            _close_canary(
+                session,
+                target,
+                CANARY_ROLLED_BACK,
+                now,
+                outcome or {"decided_by": "hand", "reason": "rolled back by hand"},
+            )
+            return target
+
+    def end_canary(
+        self, version: str, outcome: Mapping[str, Any], now: datetime | None = None
+    ) -> ModelVersion:
+        """End the running canary of ``version`` without a decision: its experiment stops and
+        the version is a candidate again (one that passed the gate, promotable by hand)."""
+        now = now or datetime.now(UTC)
+        with session_scope(self.sessions) as session:
+            target = self._running_canary(session, version)
+            if target.status == CANARY:
+                target.status = CANDIDATE
+            _close_canary(session, target, CANARY_ENDED, now, outcome)
+            return target
+
+    @staticmethod
+    def _running_canary(session: Session, version: str) -> ModelVersion:
+        target = session.get(ModelVersion, version, with_for_update=True)
+        if target is None:
+            raise RegistryError(f"no model version {version!r}; see `models list`")
+        if (target.canary or {}).get("state") != CANARY_RUNNING:
+            raise RegistryError(
+                f"{version} has no running canary (its status is {target.status}); "
+                "`models show` tells its story"
+            )
+        return target
+
+    def promote(
+        self,
+        version: str,
+        now: datetime | None = None,
+        canary_outcome: Mapping[str, Any] | None = None,
+    ) -> ModelVersion | None:
+        """Make ``version`` active and retire the one it replaces; returns the replaced one.
+
+        A running canary of ``version`` ends with it (its experiment stops), as decided by
+        ``canary_outcome`` or else by hand."""
         now = now or datetime.now(UTC)
         with session_scope(self.sessions) as session:
             target = session.get(ModelVersion, version, with_for_update=True)
@@ -142,6 +236,19 @@ class Registry:
                 raise RegistryError(f"no model version {version!r}; see `models list`")
             if target.status == ACTIVE:
                 raise RegistryError(f"{version} is already active")
+            if (target.canary or {}).get("state") == CANARY_RUNNING:
+                _close_canary(
+                    session,
+                    target,
+                    CANARY_PROMOTED,
+                    now,
+                    canary_outcome
+                    or {
+                        "decided_by": "hand",
+                        "reason": "promoted by hand (`models promote`) before the canary "
+                        "was decided",
+                    },
+                )
             previous = session.scalar(
                 select(ModelVersion).where(ModelVersion.status == ACTIVE).with_for_update()
             )
@@ -181,3 +288,29 @@ class Registry:
             )
         self.promote(before.version, now=now)
         return self.get(before.version), self.get(current.version)
+
+
+def _close_canary(
+    session: Session,
+    row: ModelVersion,
+    state: str,
+    now: datetime,
+    outcome: Mapping[str, Any],
+) -> None:
+    """Stop the canary's experiment if it still runs and write the canary's final state."""
+    canary = dict(row.canary or {})
+    name = canary.get("experiment")
+    if name is not None:
+        experiment = session.scalar(
+            select(Experiment).where(Experiment.name == name).with_for_update()
+        )
+        if experiment is not None and experiment.status == RUNNING:
+            experiment.status = STOPPED
+            experiment.stopped_at = now
+    row.canary = {
+        **canary,
+        "decided_by": "review",
+        **outcome,
+        "state": state,
+        "decided_at": now.isoformat(),
+    }
