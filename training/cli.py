@@ -27,6 +27,7 @@ from rich.table import Table
 from app.artifacts import make_artifact_store
 from app.clitools import run
 from app.config import Settings, get_settings
+from app.monitoring.canary import review_canaries
 from training import demo
 from training.cli_shared import Database, console, open_database, open_services, out
 from training.data import count_events, load_interactions
@@ -44,7 +45,7 @@ from training.evaluation import tune as run_tuning
 from training.import_cli import import_cli
 from training.pipeline import TrainingError, TrainOptions, TrainResult
 from training.pipeline import train as run_training
-from training.registry import Registry, RegistryError
+from training.registry import CANARY_RUNNING, ROLLED_BACK, Registry, RegistryError
 from training.retraining import FAILED, SKIPPED, due, record_run
 
 if TYPE_CHECKING:
@@ -243,6 +244,9 @@ def train_once(db: Database, options: TrainOptions) -> TrainResult | None:
             unit = "rows" if stage.startswith("read") else "it"
             progress.update(task, rate=f"{done / elapsed:,.1f} {unit}/s")
 
+        if options.settings is None:
+            # RECSYS_CANARY_SHARE decides whether a promoted version goes out as a canary.
+            options = replace(options, settings=settings)
         try:
             result = run_training(
                 db.engine,
@@ -257,8 +261,15 @@ def train_once(db: Database, options: TrainOptions) -> TrainResult | None:
         except TrainingError as exc:
             console.print(f"[red]{exc}[/]")
             return None
-    verdict = "[green]promoted[/]" if result.decision.promote else "[yellow]kept as candidate[/]"
+    verdict = {
+        "promoted": "[green]promoted[/]",
+        "candidate": "[yellow]kept as candidate[/]",
+        "canary": "[cyan]canary started[/]",
+        "held": "[yellow]passed the gate, canary held[/]",
+    }[result.outcome]
     out.print(f"version {result.version}: {verdict}")
+    if result.canary is not None:
+        out.print(f"  canary: {result.canary.reason}")
     for reason in result.decision.reasons:
         out.print(f"  gate: {reason}")
     out.print(f"  artifact: {result.location}")
@@ -522,13 +533,15 @@ def models_list() -> None:
         return
     table = Table(show_header=True)
     table.add_column("version", no_wrap=True, min_width=23)
-    table.add_column("status", no_wrap=True, min_width=9)
+    table.add_column("status", no_wrap=True, min_width=11)
+    table.add_column("canary")
     for column in ("created", "events", "users", "items", "ndcg@10"):
         table.add_column(column, justify="right")
     for v in versions:
         table.add_row(
             v.version,
             v.status,
+            (v.canary or {}).get("state", "-"),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
             f"{v.n_events:,}",
             f"{v.n_users:,}",
@@ -540,21 +553,154 @@ def models_list() -> None:
         reasons = (v.gate or {}).get("reasons", [])
         if reasons:
             out.print(f"  {v.version}: {'; '.join(reasons)}")
+        canary = v.canary or {}
+        if canary.get("reason"):
+            out.print(f"  {v.version} canary {canary['state']}: {canary['reason']}")
+        elif canary.get("state") == CANARY_RUNNING:
+            out.print(
+                f"  {v.version} canary running: {canary.get('share', 0):.2%} of users in "
+                f"experiment {canary.get('experiment')} since {canary.get('started_at')}"
+            )
+
+
+@models_cli.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="The version to describe.")],
+) -> None:
+    """One version in full: status, data, offline metrics, the gate's verdict and its canary."""
+    with open_database() as db:
+        try:
+            v = Registry(db.sessions).get(version)
+        except RegistryError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    out.print(f"version   {v.version}")
+    out.print(f"status    {v.status}")
+    out.print(f"created   {v.created_at.isoformat()}")
+    for label, moment in (("promoted", v.promoted_at), ("retired", v.retired_at)):
+        if moment is not None:
+            out.print(f"{label:<9} {moment.isoformat()}")
+    window = " to ".join(str(m.date()) if m else "?" for m in (v.data_from, v.data_until))
+    out.print(
+        f"data      {v.n_events:,} events, {v.n_users:,} users, {v.n_items:,} items ({window})"
+    )
+    validation = v.metrics.get("validation", {})
+    if validation:
+        shown = ", ".join(
+            f"{name} {_fmt(validation.get(name))}"
+            for name in ("ndcg@10", "precision@10", "recall@10", "map")
+            if name in validation
+        )
+        out.print(f"holdout   {shown}")
+    for reason in (v.gate or {}).get("reasons", []):
+        out.print(f"gate      {reason}")
+    out.print(f"artifact  {v.artifact_path}")
+    if v.canary:
+        _print_canary(v.canary)
+
+
+def _print_canary(canary: Mapping[str, Any]) -> None:
+    out.print(f"canary    {canary.get('state')}")
+    review = canary.get("last_review") or {}
+    for label, value in (
+        ("experiment", canary.get("experiment")),
+        ("against", canary.get("active_version")),
+        ("share", None if canary.get("share") is None else f"{canary['share']:.2%} of users"),
+        ("started", canary.get("started_at")),
+        ("held", canary.get("held_at")),
+        ("decided", canary.get("decided_at")),
+        ("by", canary.get("decided_by")),
+        ("reason", canary.get("reason")),
+        ("reviewed", review.get("reviewed_at")),
+        ("review", review.get("reason") if "reason" not in canary else None),
+    ):
+        if value is not None:
+            out.print(f"  {label:<10} {value}")
+    figures = canary.get("figures") or review
+    if "exposures" not in figures:
+        return
+    table = Table(title="decided on" if canary.get("figures") else "last review")
+    table.add_column("arm")
+    for column in ("lists", "users", "clicks", "CTR"):
+        table.add_column(column, justify="right")
+    for arm in ("control", "canary"):
+        table.add_row(
+            arm,
+            f"{figures['exposures'][arm]:,}",
+            f"{figures['users'][arm]:,}" if "users" in figures else "-",
+            f"{figures['clicks'][arm]:,}" if "clicks" in figures else "-",
+            _fmt(figures.get("ctr", {}).get(arm)),
+        )
+    out.print(table)
+    lift, p_value = figures.get("lift"), figures.get("p_value")
+    if lift is not None or p_value is not None:
+        low, high = figures.get("lift_ci") or (None, None)
+        interval = (
+            f" (95% CI {low:+.1%} to {high:+.1%})"
+            if isinstance(low, float) and isinstance(high, float)
+            else ""
+        )
+        shown_lift = f"{lift:+.1%}{interval}" if isinstance(lift, float) else "-"
+        if not isinstance(p_value, float):
+            shown_p = "p -"
+        elif p_value < 0.0001:
+            shown_p = "p < 0.0001"
+        else:
+            shown_p = f"p = {p_value:.4f}"
+        out.print(f"  CTR lift {shown_lift}, {shown_p} (alpha {figures.get('alpha', '-')})")
+
+
+@models_cli.command("canary")
+def models_canary(
+    rollback: Annotated[
+        str | None,
+        typer.Option(
+            help="End the running canary of this version by hand: rolled back, its "
+            "experiment stopped."
+        ),
+    ] = None,
+) -> None:
+    """Review the running canary now: promoted to everyone once both arms served
+    RECSYS_CANARY_MIN_EXPOSURES lists and its CTR is not significantly below the active
+    version's, rolled back when it is; prints each decision."""
+    settings = get_settings()
+    with open_database() as db:
+        if rollback is not None:
+            try:
+                Registry(db.sessions).roll_back_canary(rollback)
+            except RegistryError as exc:
+                console.print(f"[red]{exc}[/]")
+                raise typer.Exit(1) from None
+            out.print(f"{rollback} is rolled back; its canary experiment is stopped")
+            return
+        decisions = review_canaries(settings, db.engine, db.sessions)
+    if not decisions:
+        out.print("no canary is running")
+    for d in decisions:
+        out.print(f"{d.version}: {d.decision}: {d.reason}")
 
 
 @models_cli.command("promote")
 def models_promote(
     version: Annotated[str, typer.Argument(help="The version to make active.")],
 ) -> None:
-    """Make a version active (by hand, without the gate); the active one is retired."""
+    """Make a version active (by hand, without the gate); the active one is retired. This
+    also promotes a canary (ending it) or a rolled-back version."""
     with open_database() as db:
+        registry = Registry(db.sessions)
         try:
-            previous = Registry(db.sessions).promote(version)
+            before = registry.get(version)
+            previous = registry.promote(version)
         except RegistryError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
     replaced = f", replacing {previous.version}" if previous else ""
     out.print(f"{version} is active{replaced}")
+    canary = before.canary or {}
+    if canary.get("state") == CANARY_RUNNING:
+        out.print(f"  its canary ended; experiment {canary.get('experiment')} is stopped")
+    elif before.status == ROLLED_BACK:
+        out.print(f"  it had been rolled back as a canary: {canary.get('reason', '-')}")
 
 
 @models_cli.command("rollback")

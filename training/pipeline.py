@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +23,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts import ArtifactStore, LocalArtifactStore
+from app.config import Settings
 from app.db.models import ModelVersion
 from app.monitoring import drift
+from app.monitoring.canary import CanaryStart, start_canary
 from training.artifact import ArtifactError, ModelArtifact
 from training.data import Interactions, ItemTable, count_events, load_interactions, load_items
 from training.evaluation import Dataset, ModelChoice, ModelResult, build_hybrid, score_model, tune
@@ -41,6 +43,9 @@ from training.registry import CANDIDATE, GateDecision, Registry, decide
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int | None], None]
+# promoted: active for everyone; candidate: the gate kept the active version; canary: served
+# to a share of users first; held: passed the gate, but its canary could not start.
+Outcome = Literal["promoted", "candidate", "canary", "held"]
 
 
 class TrainingError(Exception):
@@ -61,6 +66,9 @@ class TrainOptions:
     force: bool = False
     seed: int = 42
     metric: str = "ndcg@10"
+    # With RECSYS_CANARY_SHARE > 0 here, a version the gate promotes over an active one goes
+    # out as a canary first (unless ``force``); without settings it is promoted at once.
+    settings: Settings | None = None
 
 
 @dataclass
@@ -72,6 +80,9 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     # What the registry names: ``path`` itself, or ``database:<version>``.
     location: str = ""
+    outcome: Outcome = "candidate"
+    # The canary started (or held) instead of promoting.
+    canary: CanaryStart | None = None
 
 
 def _stable_hashes(ids: list[str]) -> npt.NDArray[np.uint64]:
@@ -350,10 +361,24 @@ def train(
         force=options.force,
     )
     registry.record_gate(version, decision)
+    outcome: Outcome = "candidate"
+    canary: CanaryStart | None = None
+    settings = options.settings
     if decision.promote:
-        registry.promote(version)
+        if (
+            active is not None
+            and settings is not None
+            and settings.canary_share > 0
+            and not options.force
+        ):
+            canary = start_canary(settings, sessions, version, active.version, artifacts=artifacts)
+            outcome = "canary" if canary.started else "held"
+            log(f"canary {canary.state}: {canary.reason}")
+        else:
+            registry.promote(version)
+            outcome = "promoted"
     lap("register")
-    return TrainResult(version, path, metrics, decision, timings, location)
+    return TrainResult(version, path, metrics, decision, timings, location, outcome, canary)
 
 
 def _describe(result: ModelResult) -> str:
