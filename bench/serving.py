@@ -14,8 +14,9 @@ free loopback port, and measures side by side, in the same run:
 
 Each with a service of its own per mode (``--modes``): ``kept`` (default settings, every user
 asked once first, so requests find the user's kept list), ``ranked`` (kept lists off: every
-request ranks anew, as one right after the user's event does) and ``floor`` (a twin of the
-route that does no work, ``bench/route_floor.py``: the web framework's own cost).
+request ranks anew, as one right after the user's event does), ``floor`` (a twin of the
+route that does no work, ``bench/route_floor.py``: the web framework's own cost) and
+``unrecorded`` (``kept`` with no answer recorded for online quality: what recording costs).
 
 Run from the project root::
 
@@ -61,6 +62,8 @@ MODES: dict[str, dict[str, str]] = {
     "ranked": {"RECSYS_RECOMMENDATION_CACHE_SECONDS": "0"},
     # The route's twin that does no work (bench/route_floor.py): the framework's own cost.
     "floor": {},
+    # Kept lists, answers not recorded for online quality: what recording them costs.
+    "unrecorded": {"RECSYS_SERVED_LISTS_SHARE": "0"},
 }
 
 WRK_REQUEST = """
@@ -118,7 +121,7 @@ def measure_mode(
         # Warm-up: every code path, the catalogue alignment, the allocator.
         wrk(service, users_file, True, 3, args, 0, suffix)
         wrk(service, users_file, False, 3, args, 0, suffix)
-        if mode == "kept":  # every user's list asked once, so that the runs find it kept
+        if mode in ("kept", "unrecorded"):  # every user's list asked once: the runs find it kept
             paths = [f"/v1/users/{user}/recommendations?k=10" for user in shop.users]
             run_async(sequential_requests(service.port, paths))
         runs: dict[str, list[dict[str, float]]] = {"trivial": [], "recommendations": []}
@@ -201,7 +204,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=list(MODES),
         default=list(MODES),
         help="kept: default settings, every user asked once before the runs; ranked: no kept "
-        "lists, every request ranks anew; floor: the route's twin that does no work",
+        "lists, every request ranks anew; floor: the route's twin that does no work; "
+        "unrecorded: kept, with no answer recorded for online quality",
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)

@@ -167,3 +167,26 @@ def test_too_few_events_are_not_judged() -> None:
     assert found.verdict == drift.INSUFFICIENT
     assert found.psi is not None
     assert found.psi > 0.25
+
+
+def test_the_tests_agree_with_scipy_stats() -> None:
+    """Chi-square exactly, and Kolmogorov-Smirnov (asymptotic p-value, weighted sample) to
+    within a few percent of scipy.stats' exact one."""
+    from scipy import stats
+
+    observed, expected = np.array([30.0, 50, 20]), np.array([33.0, 33, 34])
+    statistic, p_value = drift.chi_square(observed, expected)
+    reference = stats.chisquare(observed, expected)
+    assert statistic == pytest.approx(reference.statistic)
+    assert p_value == pytest.approx(reference.pvalue)
+
+    rng = np.random.default_rng(0)
+    quantiles = np.quantile(rng.normal(size=100_000), np.linspace(0, 1, drift.QUANTILES))
+    live = np.round(rng.normal(0.1, 1.0, size=500), 1)
+    values, counts = np.unique(live, return_counts=True)
+    statistic, p_value = drift.kolmogorov_smirnov(values, counts.astype(float), quantiles)
+    exact = stats.kstest(
+        live, lambda x: np.interp(x, quantiles, np.linspace(0, 1, drift.QUANTILES))
+    )
+    assert statistic == pytest.approx(exact.statistic)
+    assert p_value == pytest.approx(exact.pvalue, rel=0.1)
