@@ -258,7 +258,7 @@ def chi_square(
 
 
 def kolmogorov_smirnov(
-    values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], quantiles: Sequence[float]
+    values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], quantiles: npt.ArrayLike
 ) -> tuple[float, float]:
     """One-sample Kolmogorov-Smirnov test of a weighted sample (a weight is a count of events)
     against the distribution whose percentiles are ``quantiles``: D, and its asymptotic
