@@ -220,9 +220,10 @@ def train(
             record_run(db.sessions, started, FAILED, ["by hand"], f"{type(exc).__name__}: {exc}")
             raise
         if result is not None:
-            outcome = "promoted" if result.decision.promote else "candidate"
             reason = "; ".join(result.decision.reasons)
-            record_run(db.sessions, started, outcome, ["by hand"], reason, result.version)
+            if result.canary is not None:
+                reason += f"; canary: {result.canary.reason}"
+            record_run(db.sessions, started, result.outcome, ["by hand"], reason, result.version)
     if result is None:
         raise typer.Exit(1)
 
@@ -361,6 +362,9 @@ def _retrain_round(
 ) -> bool:
     started = datetime.now(UTC)
     with open_database() as db:
+        # A running canary with enough lists is decided first: what is active may change.
+        for found in review_canaries(settings, db.engine, db.sessions):
+            console.print(f"canary {found.version}: {found.decision}: {found.reason}")
         artifacts = make_artifact_store(settings.artifact_store, db.sessions, settings.model_dir)
         triggers: list[str] = []
         try:
@@ -386,9 +390,10 @@ def _retrain_round(
         if result is None:
             record_run(db.sessions, started, SKIPPED, triggers, "no events are stored")
             return True
-        outcome = "promoted" if result.decision.promote else "candidate"
         reason = "; ".join(result.decision.reasons)
-        record_run(db.sessions, started, outcome, triggers, reason, result.version)
+        if result.canary is not None:
+            reason += f"; canary: {result.canary.reason}"
+        record_run(db.sessions, started, result.outcome, triggers, reason, result.version)
         return True
 
 

@@ -7,10 +7,11 @@ A round trains when any trigger holds, each a setting:
 - at least ``RECSYS_RETRAIN_MIN_NEW_EVENTS`` events happened after its training data ends;
 - with ``RECSYS_RETRAIN_ON_DRIFT``, a feature of a monitor window has the verdict ``drift``.
 
-Otherwise it says why not. Either way the round is written to ``training_runs`` (outcome
-``skipped``, ``promoted``, ``candidate``, ``canary``, ``held`` or ``failed``, with its triggers
-and reason), which the service exports as the freshness gauges; the promotion gate, not the
-trigger, still decides whether a candidate replaces the active version.
+Otherwise, or while a canary runs (its decision comes first), it says why not. Either way the
+round is written to ``training_runs`` (outcome ``skipped``, ``promoted``, ``candidate``,
+``canary``, ``held`` or ``failed``, with its triggers and reason), which the service exports as
+the freshness gauges; the promotion gate, not the trigger, still decides whether a candidate
+replaces the active version.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.db.models import ModelVersion, TrainingRun
 from app.db.queries import as_utc
 from app.monitoring.drift import DRIFT
 from app.monitoring.monitor import Monitor, events_since
+from training.registry import CANARY
 
 SKIPPED, FAILED = "skipped", "failed"
 
@@ -63,6 +65,10 @@ def due(
         active = session.scalar(select(ModelVersion).where(ModelVersion.status == "active"))
         if active is not None:
             session.expunge(active)
+        canary = session.scalar(select(ModelVersion.version).where(ModelVersion.status == CANARY))
+    if canary is not None:
+        out.checked.append(f"the canary {canary} is running: its decision comes first")
+        return out
     if active is None:
         out.triggers.append("no version is active")
         return out

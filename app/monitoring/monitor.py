@@ -30,7 +30,7 @@ from app.artifacts import ArtifactStore
 from app.config import Settings, window_label
 from app.db.models import Event, Item, ModelVersion, ServedList, TrainingRun
 from app.db.queries import as_utc, chunks
-from app.monitoring import drift, quality
+from app.monitoring import canary, drift, quality
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ class Monitor:
                 "quality": self._quality(now, active, previous),
                 "freshness": self.freshness(now, active),
             }
+            report["canary"] = self._canary(now)
             for part in self.extra:
                 report.update(part(now))
             self._prune(now)
@@ -385,6 +386,25 @@ class Monitor:
             "windows": windows,
         }
 
+    # -- canaries ------------------------------------------------------------------------------
+
+    def _canary(self, now: datetime) -> dict[str, Any]:
+        """Decide the running canary when it has enough lists, then say where canaries stand."""
+        decisions = []
+        try:
+            decisions = [
+                {
+                    "version": d.version,
+                    "decision": d.decision,
+                    "reason": d.reason,
+                    "decided_at": d.decided_at.isoformat(),
+                }
+                for d in canary.review_canaries(self.settings, self.engine, self.sessions, now)
+            ]
+        except Exception:
+            log.exception("monitor: reviewing the running canary failed; next round retries")
+        return {**canary.canary_metrics(self.sessions), "reviewed": decisions}
+
     # -- freshness -----------------------------------------------------------------------------
 
     def freshness(self, now: datetime, active: ModelVersion | None) -> dict[str, Any]:
@@ -479,6 +499,15 @@ class Monitor:
             found = window.get("regression")
             if found is not None and found["regressed"] is not None:
                 metrics.ONLINE_CTR_REGRESSION.labels(window=label).set(int(found["regressed"]))
+        state = report.get("canary") or {}
+        metrics.CANARY_ACTIVE.clear()
+        metrics.CANARY_EXPOSURES.clear()
+        for version in state.get("running", []):
+            metrics.CANARY_ACTIVE.labels(version=version).set(1)
+        for arm, n in (state.get("exposures") or {}).items():
+            metrics.CANARY_EXPOSURES.labels(arm=arm).set(n)
+        for decision, n in (state.get("decisions") or {}).items():
+            metrics.CANARY_DECISIONS.labels(decision=decision).set(n)
         fresh = report["freshness"]
         if fresh["model_age_seconds"] is not None:
             metrics.MODEL_AGE.set(fresh["model_age_seconds"])

@@ -673,3 +673,59 @@ def test_train_on_the_command_line_says_the_canary_started_or_was_held(
     assert "passed the gate, canary held" in third, third
     assert f"experiment 'canary-{canary.version}' is running" in third
     assert "python -m training models promote" in third
+
+
+# -- who decides -------------------------------------------------------------------------------
+
+
+def test_the_monitor_round_decides_the_running_canary_and_reports_it(
+    services: Services, registry: Registry, canary_settings: Settings
+) -> None:
+    """The service's periodic monitor reviews the canary: no one has to run a command."""
+    from app.artifacts import LocalArtifactStore
+    from app.monitoring.monitor import Monitor
+
+    start_canary(canary_settings, services.sessions, NEW, OLD)
+    monitor = Monitor(
+        canary_settings, services.engine, services.sessions, None, LocalArtifactStore(), lambda: 50
+    )
+    waiting = monitor.compute()["canary"]
+    assert waiting["running"] == [NEW]
+    assert [d["decision"] for d in waiting["reviewed"]] == ["waiting"]
+
+    simulate(services, experiment_name(NEW), 1000, {"control": 0.05, "canary": 0.15}, 11)
+    report = monitor.compute()
+    (decided,) = report["canary"]["reviewed"]
+    assert (decided["version"], decided["decision"]) == (NEW, "promoted")
+    assert report["canary"]["running"] == []
+    assert report["canary"]["decisions"]["promoted"] == 1
+    assert statuses(registry) == {OLD: RETIRED, NEW: ACTIVE}
+    monitor.export(report)
+    assert gauge("recsys_canary_decisions", decision="promoted") == 1
+    assert gauge("recsys_canary_active", version=NEW) is None
+
+
+def test_retrain_waits_for_a_running_canary_and_its_round_decides_it(
+    services: Services,
+    registry: Registry,
+    canary_settings: Settings,
+    cli_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a canary runs nothing is trained; a round decides it first (here: rolled back),
+    then finds nothing else to do."""
+    monkeypatch.setenv("RECSYS_RETRAIN_MAX_MODEL_AGE_HOURS", "100000")
+    get_settings.cache_clear()
+    start_canary(canary_settings, services.sessions, NEW, OLD)
+    waiting = run("retrain", "--once")
+    assert waiting.exit_code == 0, waiting.output
+    assert f"nothing to do: the canary {NEW} is running: its decision comes first" in flat(
+        waiting.output
+    )
+
+    simulate(services, experiment_name(NEW), 1000, {"control": 0.15, "canary": 0.05}, 12)
+    decided = run("retrain", "--once", "--min-new-events", "1000000")
+    assert decided.exit_code == 0, decided.output
+    assert f"canary {NEW}: rolled_back" in flat(decided.output)
+    assert "nothing to do" in flat(decided.output)
+    assert statuses(registry) == {OLD: ACTIVE, NEW: ROLLED_BACK}
