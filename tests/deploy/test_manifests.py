@@ -655,3 +655,37 @@ def test_the_pre_deploy_selector_applies_the_migration_and_what_it_needs_only(
     assert workloads_applied & set(COMPONENTS) == {"recsys-migrate"}
     if overlay == "dev":
         assert {("Secret", "recsys-secrets"), ("StatefulSet", "recsys-postgres")} <= applied
+
+
+# -- k8s/monitoring: the alert rules and the dashboard for the cluster's Prometheus and Grafana --
+
+
+@requires_kubectl
+def test_monitoring_publishes_the_rule_and_dashboard_files_as_they_are() -> None:
+    """k8s/monitoring renders two ConfigMaps, in the placeholder namespace `monitoring` under
+    fixed names a Prometheus can mount, whose data are monitoring/'s files byte for byte
+    (generated from them, so no hand-kept copy drifts); the dashboard's carries the label the
+    Grafana sidecar loads, and both validate against the Kubernetes schemas."""
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate",
+        reason="kubernetes-validate is not installed (pip install kubernetes-validate)",
+    )
+    docs = render("monitoring")
+    assert {(doc["kind"], doc["metadata"]["name"]) for doc in docs} == {
+        ("ConfigMap", "recsys-prometheus-rules"),
+        ("ConfigMap", "recsys-grafana-dashboard"),
+    }
+    monitoring = ROOT / "monitoring"
+    rules = find(docs, "ConfigMap", "recsys-prometheus-rules")
+    assert rules["data"] == {
+        "recsys-alerts.yml": (monitoring / "prometheus" / "alerts.yml").read_text()
+    }
+    dashboard = find(docs, "ConfigMap", "recsys-grafana-dashboard")
+    assert dashboard["data"] == {
+        "recsys.json": (monitoring / "grafana" / "dashboards" / "recsys.json").read_text()
+    }
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == "monitoring"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "recsys"
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
