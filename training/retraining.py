@@ -3,7 +3,8 @@
 A round trains when any trigger holds, each a setting:
 
 - no version is active;
-- the active version is older than ``RECSYS_RETRAIN_MAX_MODEL_AGE_HOURS``;
+- the newest version trained (active or a candidate the gate kept out) is older than
+  ``RECSYS_RETRAIN_MAX_MODEL_AGE_HOURS``;
 - at least ``RECSYS_RETRAIN_MIN_NEW_EVENTS`` events happened after its training data ends;
 - with ``RECSYS_RETRAIN_ON_DRIFT``, a feature of a monitor window has the verdict ``drift``.
 
@@ -72,13 +73,21 @@ def due(
     if active is None:
         out.triggers.append("no version is active")
         return out
-    age_hours = (now - as_utc(active.created_at)).total_seconds() / 3600
+    # Age and new events count from the newest version trained, promoted or not: a candidate
+    # the gate kept out is not trained again every round for the same reason.
+    with sessions() as session:
+        newest = session.scalar(
+            select(ModelVersion).order_by(ModelVersion.created_at.desc()).limit(1)
+        )
+        assert newest is not None  # the active one at least
+        session.expunge(newest)
+    age_hours = (now - as_utc(newest.created_at)).total_seconds() / 3600
     limit = settings.retrain_max_model_age_hours
     (out.triggers if age_hours > limit else out.checked).append(
-        f"{active.version} is {age_hours:,.1f} h old (limit {limit:g} h)"
+        f"the newest version {newest.version} is {age_hours:,.1f} h old (limit {limit:g} h)"
     )
     needed = settings.retrain_min_new_events if min_new_events is None else min_new_events
-    new = events_since(engine, active)
+    new = events_since(engine, newest)
     (out.triggers if new >= needed else out.checked).append(
         f"{new:,} events since its data ends ({needed:,} needed)"
     )

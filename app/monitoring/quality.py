@@ -151,7 +151,6 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-
 def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.asarray(values), q)) if values else None
 

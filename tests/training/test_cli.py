@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 import training.cli as training_cli
 import training.cli_shared as training_cli_shared
 import training.import_cli as training_import_cli
 from app.config import Settings, get_settings
-from app.db.models import Event, TrainingRun
+from app.db.models import Event, ModelVersion, TrainingRun
 from app.services import Services
 from tests.conftest import count_rows
 from training import demo
@@ -413,6 +413,7 @@ def test_retrain_trains_the_first_version_then_says_why_it_does_nothing(
     text = " ".join(second.output.split())
     assert "nothing to do" in text
     assert "h old (limit 48 h)" in text
+    assert f"the newest version {active.version}" in text
     assert "0 events since its data ends (10,000 needed)" in text
     assert "no feature drifts" in text
     assert count_rows(shop, "model_versions") == 1
@@ -440,6 +441,26 @@ def test_retrain_trains_once_the_model_is_older_than_its_limit(
     assert last.outcome in ("promoted", "candidate")
     assert len(last.triggers) == 1
     assert "h old (limit 0.0001 h)" in last.triggers[0]
+
+
+def test_retrain_counts_age_from_the_newest_version_even_one_the_gate_kept_out(
+    shop: Services, cli_env: Path
+) -> None:
+    """An old active version and a fresh candidate that did not beat it: no retraining every
+    round for the same reason."""
+    assert run("train").exit_code == 0
+    with shop.engine.begin() as connection:
+        connection.execute(
+            update(ModelVersion).values(created_at=datetime.now(UTC) - timedelta(hours=100))
+        )
+    kept_out = run("train", "--margin", "10")
+    assert "kept as candidate" in kept_out.output
+    result = run("retrain", "--once")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "nothing to do: the newest version" in text
+    assert "is 0.0 h old (limit 48 h)" in text
+    assert count_rows(shop, "model_versions") == 2
 
 
 def test_retrain_trains_once_enough_new_events_arrived(
