@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 EPSILON = 1e-4
 POPULARITY_BUCKETS = ("top_1pct", "top_10pct", "top_50pct", "rest", "unknown")
@@ -252,6 +251,8 @@ def chi_square(
 
     The distributions come from ``scipy.special``: ``scipy.stats`` would cost every API process
     that computes a round some 60 MB more (``app.experiments.analysis`` defers it likewise)."""
+    from scipy import special  # on the first round: a process that never computes one saves it
+
     statistic = float(np.sum((observed - expected) ** 2 / expected))
     dof = max(len(observed) - 1, 1)
     return statistic, float(special.chdtrc(dof, statistic))
@@ -263,6 +264,8 @@ def kolmogorov_smirnov(
     """One-sample Kolmogorov-Smirnov test of a weighted sample (a weight is a count of events)
     against the distribution whose percentiles are ``quantiles``: D, and its asymptotic
     p-value ``Q(sqrt(n) D)`` (n is at least ``RECSYS_DRIFT_MIN_EVENTS`` when it is judged)."""
+    from scipy import special
+
     order = np.argsort(values, kind="stable")
     x, w = values[order], weights[order]
     n = float(w.sum())
