@@ -689,3 +689,20 @@ def test_monitoring_publishes_the_rule_and_dashboard_files_as_they_are() -> None
         assert doc["metadata"]["namespace"] == "monitoring"
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "recsys"
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@requires_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlays_configmap_parses_into_settings(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an overlay adds to the ConfigMap names settings and parses: production sends a
+    tenth of the users to a new version first, as a canary."""
+    data = config_data(overlay_docs(overlay))
+    fields = {f"RECSYS_{name.upper()}" for name in Settings.model_fields}
+    assert {key for key in data if key.startswith("RECSYS_")} - fields == set()
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RECSYS_API_KEYS", "placeholder-key-0123456789:admin")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.canary_share == (0.1 if overlay == "production" else 0.0)
