@@ -843,7 +843,10 @@ class QualityRowOut(BaseModel):
     model_version: str = Field(description="`none` for lists made without a model.")
     variant: str = Field(examples=["control"])
     lists: int = Field(description="Distinct lists (recommendation ids) served.")
-    answers: int = Field(description="Answers served (a list asked for again counts again).")
+    answers: int = Field(
+        description="Answers recorded: each list made and each page asked of it (a kept list "
+        "answered again is not recorded again)."
+    )
     clicked: int
     converted: int
     ctr: float | None = Field(description="Clicked lists / lists.")

@@ -220,6 +220,9 @@ async def answer(
         )
         if field is not None:
             result = await recommender.kept(user_id, k, offset, field, model)
+    # Recorded for online quality: lists made anew and pages of them; a kept list answered
+    # again was recorded when it was made (and costs an answer that little to serve).
+    record = result is None
     if result is None:
         result = await run_in_threadpool(
             recommender.recommend,
@@ -253,7 +256,7 @@ async def answer(
         )
         body["experiment"] = assignment.experiment.name
         body["variant"] = assignment.variant.name
-    if sampled(user_id, services.settings.served_lists_share):
+    if record and sampled(user_id, services.settings.served_lists_share):
         services.served_lists.record(
             served_row(
                 result.recommendation_id,

@@ -1,15 +1,16 @@
 """Online quality: how the lists served in a window did, per model version and variant.
 
-Every answer of the recommendations route is recorded in ``served_lists`` (by the served-list
-writer, off the request path). A list counts as *clicked* when an event of a click type names
-its ``recommendation_id`` and an item it showed, and as *converted* likewise with a conversion
-type; each list counts once however often it was shown or paged. Frontends that do not send
-the ``recommendation_id`` back get no online CTR (experiments also attribute by time window;
-this report does not guess).
+Every list the recommendations route makes, and every page asked of one, is recorded in
+``served_lists`` (by the served-list writer, off the request path). A list counts as *clicked*
+when an event of a click type names its ``recommendation_id`` and an item it showed, and as
+*converted* likewise with a conversion type; each list counts once however often it was shown
+or paged. Frontends that do not send the ``recommendation_id`` back get no online CTR
+(experiments also attribute by time window; this report does not guess).
 
 Per version and variant, over each window:
 
-- ``lists``: distinct lists served, ``answers``: answers (a list asked again counts again);
+- ``lists``: distinct lists served, ``answers``: answers recorded (a list made, and each page
+  asked of it; a kept list answered again is not recorded again);
 - ``ctr``: clicked lists / lists, ``conversion_rate``: converted lists / lists;
 - ``coverage``: distinct items shown / items eligible now;
 - ``novelty_bits``: mean ``-log2`` of each shown item's share of the training popularity,

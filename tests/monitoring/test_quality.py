@@ -105,11 +105,17 @@ def test_known_lists_and_clicks_give_exact_ctr_and_conversion_per_version_and_va
     assert metric_value(client, "recsys_online_lists", **labels) == 10
 
 
-def test_the_route_records_each_answer_with_its_version_and_variant(served: Served) -> None:
+def test_the_route_records_each_list_it_makes_and_each_page_with_version_and_variant(
+    served: Served,
+) -> None:
+    """A new list and a page of it are recorded; the same list answered again from the kept
+    copy is not (it was recorded when made)."""
     client, result = served
     services: Services = client.app.state.services  # type: ignore[attr-defined]
     first = recs(client, "user-00001", k=5)
     again = recs(client, "user-00001", k=5)
+    assert again["recommendation_id"] == first["recommendation_id"]
+    page = recs(client, "user-00001", k=5, offset=5, recommendation_id=first["recommendation_id"])
     services.served_lists.flush()
     with services.engine.connect() as connection:
         rows = connection.execute(
@@ -118,13 +124,12 @@ def test_the_route_records_each_answer_with_its_version_and_variant(served: Serv
                 ServedList.model_version,
                 ServedList.variant,
                 ServedList.items,
-            )
+            ).order_by(ServedList.id)
         ).all()
-    assert len(rows) == 2
-    assert {r.recommendation_id for r in rows} == {first["recommendation_id"]}
-    assert again["recommendation_id"] == first["recommendation_id"]
+    assert [r.recommendation_id for r in rows] == [first["recommendation_id"]] * 2
     assert {(r.model_version, r.variant) for r in rows} == {(result.version, "control")}
     assert rows[0].items == [i["item_id"] for i in first["items"]]
+    assert rows[1].items == [i["item_id"] for i in page["items"]]
 
     body = client.get("/v1/monitoring/quality", params={"refresh": "true"}).json()
     row = body["windows"][0]["rows"][0]
