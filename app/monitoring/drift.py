@@ -290,6 +290,31 @@ def _verdict(value: float, p_value: float | None, n: int, thresholds: Thresholds
     return OK
 
 
+def _judged(
+    feature: str,
+    test: str,
+    value: float,
+    statistic: float | None,
+    p_value: float | None,
+    n: float,
+    reference: Mapping[str, float],
+    live_shares: npt.NDArray[np.float64],
+    t: Thresholds,
+) -> FeatureDrift:
+    """A feature's figures with its verdict; ``live_shares`` are in ``reference``'s order."""
+    return FeatureDrift(
+        feature,
+        _verdict(value, p_value, int(n), t),
+        value,
+        test,
+        statistic,
+        p_value,
+        int(n),
+        {k: float(v) for k, v in reference.items()},
+        {k: float(v) for k, v in zip(reference, live_shares, strict=True)},
+    )
+
+
 def _categorical(
     feature: str, ref: Mapping[str, float], live_counts: Mapping[str, float], t: Thresholds
 ) -> FeatureDrift:
@@ -306,17 +331,8 @@ def _categorical(
     statistic: float | None = None
     if n > 0:
         statistic, p_value = chi_square(observed, expected_shares * n)
-    return FeatureDrift(
-        feature,
-        _verdict(value, p_value, int(n), t),
-        value,
-        "chi-square",
-        statistic,
-        p_value,
-        int(n),
-        {b: float(ref.get(b, 0.0)) for b in buckets},
-        {b: float(s) for b, s in zip(buckets, live_shares, strict=True)},
-    )
+    reference = {b: float(ref.get(b, 0.0)) for b in buckets}
+    return _judged(feature, "chi-square", value, statistic, p_value, n, reference, live_shares, t)
 
 
 def _numeric(
@@ -337,17 +353,7 @@ def _numeric(
     p_value: float | None = None
     if n > 0:
         statistic, p_value = kolmogorov_smirnov(values, weights, summary["quantiles"])
-    return FeatureDrift(
-        feature,
-        _verdict(value, p_value, int(n), t),
-        value,
-        "kolmogorov-smirnov",
-        statistic,
-        p_value,
-        int(n),
-        {k: float(v) for k, v in ref.items()},
-        {k: float(v) for k, v in zip(labels, live_shares, strict=True)},
-    )
+    return _judged(feature, "kolmogorov-smirnov", value, statistic, p_value, n, ref, live_shares, t)
 
 
 @dataclass(frozen=True)

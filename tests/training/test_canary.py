@@ -24,7 +24,7 @@ import training.cli as training_cli
 import training.cli_shared as training_cli_shared
 from app.config import Settings, get_settings
 from app.db.engine import session_scope
-from app.db.models import Experiment, ExperimentExposure, ModelVersion
+from app.db.models import Experiment, ExperimentExposure
 from app.experiments.assignment import RunningExperiment
 from app.experiments.exposures import ExposureWriter, exposure
 from app.monitoring.canary import (
@@ -37,6 +37,7 @@ from app.services import Services
 from tests.conftest import make_settings
 from tests.serving import conftest as serving
 from tests.serving.conftest import CHOICE, recs
+from tests.training.test_registry import version_row
 from training import demo
 from training.cli import cli
 from training.evaluation import ModelChoice
@@ -57,23 +58,6 @@ OLD, NEW = "20261101T000000Z-aaaaaa", "20261102T000000Z-bbbbbb"
 runner = CliRunner()
 # The serving tests' demo shop and app, for the path through train() and the API.
 shop, app_client, serving_settings = serving.shop, serving.app_client, serving.serving_settings
-
-
-def version_row(name: str, created_at: datetime) -> ModelVersion:
-    return ModelVersion(
-        version=name,
-        created_at=created_at,
-        status=CANDIDATE,
-        data_from=created_at - timedelta(days=30),
-        data_until=created_at,
-        n_events=100,
-        n_users=10,
-        n_items=20,
-        params={"choice": {}},
-        metrics={"validation": {"ndcg@10": 0.2}},
-        artifact_path=f"/models/{name}",
-        artifact_sha256="0" * 64,
-    )
 
 
 @pytest.fixture
