@@ -209,6 +209,7 @@ class Services:
                 client,
                 artifacts,
                 eligible_items=lambda: eligible_count(catalog_index),
+                served_model=lambda: models.current,
             ),
             embedded_redis=embedded,
         )

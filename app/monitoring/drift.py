@@ -367,18 +367,21 @@ class ItemInfo:
 def compare(
     ref: Mapping[str, Any],
     live: WindowCounts,
-    model_items: Mapping[str, int],
+    model_index: Mapping[str, int],
+    buckets: npt.NDArray[np.int8],
     catalogue: Mapping[str, ItemInfo],
     thresholds: Thresholds,
 ) -> list[FeatureDrift]:
-    """Every feature of ``live`` against ``ref``. ``model_items`` maps the served version's
-    item ids to their popularity bucket; ``catalogue`` describes the window's items."""
+    """Every feature of ``live`` against ``ref``. ``model_index`` maps the served version's
+    item ids to rows of ``buckets`` (``popularity_buckets`` of its popularity); ``catalogue``
+    describes the window's items."""
     out = [_categorical("event_type", ref["event_type"], live.by_type, thresholds)]
 
     by_bucket: Counter[str] = Counter()
     for item_id, count in live.by_item.items():
-        bucket = model_items.get(item_id)
-        by_bucket[POPULARITY_BUCKETS[-1] if bucket is None else POPULARITY_BUCKETS[bucket]] += count
+        row = model_index.get(item_id)
+        bucket = POPULARITY_BUCKETS[-1] if row is None else POPULARITY_BUCKETS[buckets[row]]
+        by_bucket[bucket] += count
     out.append(_categorical("item_popularity", ref["item_popularity"], by_bucket, thresholds))
     unknown_ref = ref["item_popularity"].get("unknown", 0.0)
     out.append(

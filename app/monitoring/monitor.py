@@ -15,11 +15,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 import redis
 from sqlalchemy import Engine, Integer, Text, cast, delete, func, select
@@ -31,6 +33,7 @@ from app.config import Settings, window_label
 from app.db.models import Event, Item, ModelVersion, ServedList, TrainingRun
 from app.db.queries import as_utc, chunks
 from app.monitoring import canary, drift, quality
+from app.serving.model import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +53,29 @@ def epoch_hours(engine: Engine) -> Any:
 
 @dataclass
 class Reference:
-    """What drift and novelty read of a model version, loaded once per version."""
+    """What drift and novelty read of a model version, built once per version."""
 
     version: str
     stats: dict[str, Any]
-    buckets: dict[str, int]
+    index: Mapping[str, int]  # item id -> row of ``buckets``
+    buckets: npt.NDArray[np.int8]
     popularity: quality.Popularity
+
+    @classmethod
+    def of(
+        cls,
+        version: str,
+        stats: dict[str, Any] | None,
+        index: Mapping[str, int],
+        popularity: npt.ArrayLike,
+    ) -> Reference:
+        return cls(
+            version,
+            stats or {},
+            index,
+            drift.popularity_buckets(popularity),
+            quality.Popularity(index, popularity),
+        )
 
 
 def events_since(engine: Engine, version: ModelVersion | None) -> int:
@@ -79,6 +99,7 @@ class Monitor:
         artifacts: ArtifactStore,
         eligible_items: Callable[[], int],
         extra: Sequence[Callable[[datetime], dict[str, Any]]] = (),
+        served_model: Callable[[], ServingModel | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -88,6 +109,9 @@ class Monitor:
         self.eligible_items = eligible_items
         # Further parts of the report (canaries): called with ``now``, named by their key.
         self.extra = extra
+        # The model this process serves: its arrays answer for the active version when it is
+        # that one, instead of a second copy read from the artifact store.
+        self.served_model = served_model
         self._references: dict[str, Reference | None] = {}
         self._lock = threading.Lock()
         self.thresholds = drift.Thresholds(
@@ -176,22 +200,25 @@ class Monitor:
         if version.version in self._references:
             return self._references[version.version]
         found: Reference | None = None
-        try:
-            artifact = self.artifacts.load(version.artifact_path, version.artifact_sha256)
-            stats = (artifact.stats or {}).get("drift")
-            item_ids = [str(i) for i in artifact.arrays["item_ids"]]
-            popularity = artifact.arrays["popularity"]
-            buckets = drift.popularity_buckets(popularity)
-            found = Reference(
-                version.version,
-                stats or {},
-                {item_id: int(b) for item_id, b in zip(item_ids, buckets, strict=True)},
-                quality.Popularity(item_ids, popularity),
+        served = self.served_model()
+        if served is not None and served.version == version.version:
+            found = Reference.of(
+                version.version, served.drift_reference, served.index, served.popularity
             )
-            if not stats:
-                log.info("version %s has no drift reference (trained before it)", version.version)
-        except Exception as exc:
-            log.warning("monitor: the artifact of %s cannot be read: %s", version.version, exc)
+        else:
+            try:
+                artifact = self.artifacts.load(version.artifact_path, version.artifact_sha256)
+                item_ids = [str(i) for i in artifact.arrays["item_ids"]]
+                found = Reference.of(
+                    version.version,
+                    (artifact.stats or {}).get("drift"),
+                    {item_id: i for i, item_id in enumerate(item_ids)},
+                    artifact.arrays["popularity"],
+                )
+            except Exception as exc:
+                log.warning("monitor: the artifact of %s cannot be read: %s", version.version, exc)
+        if found is not None and not found.stats:
+            log.info("version %s has no drift reference (trained before it)", version.version)
         self._references = {version.version: found}  # only the served one is kept
         return found
 
@@ -277,6 +304,7 @@ class Monitor:
             features = drift.compare(
                 reference.stats,
                 live,
+                reference.index,
                 reference.buckets,
                 self._catalogue(list(live.by_item)),
                 self.thresholds,
@@ -348,10 +376,13 @@ class Monitor:
                         outcomes.append((version, variant, rec_id, False))
                     if event_type in conversion_types:
                         outcomes.append((version, variant, rec_id, True))
-                # The items as JSON text, parsed by orjson: the bulk of a round's reading.
-                sample = [
+                # Streamed into the tally, row by row: a busy window's answers never sit in
+                # memory at once (the items as JSON text, parsed by orjson).
+                sample = (
                     (version, variant, orjson.loads(items) if items else [], float(latency))
-                    for version, variant, items, latency in connection.execute(
+                    for version, variant, items, latency in connection.execution_options(
+                        yield_per=1000
+                    ).execute(
                         select(
                             ServedList.model_version,
                             ServedList.variant,
@@ -362,8 +393,9 @@ class Monitor:
                         .order_by(ServedList.shown_at.desc())
                         .limit(quality.ITEM_SAMPLE)
                     )
-                ]
-            rows = quality.rows(quality.tally(lists, outcomes, sample, popularity), eligible)
+                )
+                counts = quality.tally(lists, outcomes, sample, popularity)
+            rows = quality.rows(counts, eligible)
             found = quality.regression(
                 rows,
                 None if active is None else active.version,

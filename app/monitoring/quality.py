@@ -78,7 +78,8 @@ class QualityRow:
 class Popularity:
     """Novelty and popularity percentile of items, from a model's popularity array."""
 
-    def __init__(self, item_ids: Sequence[str], popularity: npt.ArrayLike) -> None:
+    def __init__(self, index: Mapping[str, int], popularity: npt.ArrayLike) -> None:
+        """``index`` maps item ids to rows of ``popularity`` (the served model's own map)."""
         values = np.clip(np.asarray(popularity, dtype=np.float64), 0.0, None)
         total = float(values.sum())
         order = np.argsort(values, kind="stable")
@@ -86,7 +87,7 @@ class Popularity:
         percentile[order] = (np.arange(len(values)) + 1) / max(len(values), 1)
         floor = 1.0 / max(total, 1.0)  # an item never chosen counts as chosen once
         shares = np.maximum(values / total if total else np.zeros_like(values), floor)
-        self._index = {item_id: i for i, item_id in enumerate(item_ids)}
+        self._index = index
         self._bits = -np.log2(shares)
         self._percentile = percentile
         self._unknown_bits = float(-math.log2(floor))

@@ -259,6 +259,8 @@ class ServingModel:
     product: BatchedProduct
     head: Head | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # What drift compares live events with (``app.monitoring.drift``); None before it existed.
+    drift_reference: dict[str, Any] | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -364,6 +366,7 @@ class ServingModel:
             product=BatchedProduct(linear.primary),
             head=None if head_size == 0 else Head.build(linear.primary, head_size),
             metrics=dict(artifact.metrics),
+            drift_reference=(artifact.stats or {}).get("drift"),
         )
 
     # -- scoring -----------------------------------------------------------------------------

@@ -110,7 +110,11 @@ def test_a_shifted_category_mix_and_a_popularity_flip_drift_on_those_features(
     reference = monitor._reference(Registry(services.sessions).get(result.version))
     assert reference is not None
     # The least popular half of the model's items, all of one category: both features move.
-    rest = {i for i, b in reference.buckets.items() if drift.POPULARITY_BUCKETS[b] == "rest"}
+    rest = {
+        item_id
+        for item_id, row in reference.index.items()
+        if drift.POPULARITY_BUCKETS[reference.buckets[row]] == "rest"
+    }
     category = {i["item_id"]: i["categories"][0] for i in shop.items if i.get("categories")}
     target = sorted(rest, key=lambda i: category.get(i, ""))
     chosen = [i for i in target if category.get(i) == category.get(target[0])] or target
