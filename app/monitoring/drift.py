@@ -244,18 +244,45 @@ def psi(reference_shares: npt.ArrayLike, live_shares: npt.ArrayLike) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def chi_square_sf(statistic: float, dof: int) -> float:
+    """P(X >= statistic) for X chi-square with a whole number of degrees of freedom, exactly:
+    a finite sum (``erfc`` and ``exp`` terms, in logs so large statistics do not overflow).
+
+    The monitor runs in API processes, and ``scipy.stats`` (or ``scipy.special``) would cost
+    each of them 60 MB (17 MB); the tests check this against ``scipy.stats``."""
+    if statistic <= 0:
+        return 1.0
+    half = statistic / 2
+    if dof % 2 == 0:
+        terms = (-half + i * math.log(half) - math.lgamma(i + 1) for i in range(dof // 2))
+        return min(1.0, sum(math.exp(t) for t in terms))
+    tail = math.erfc(math.sqrt(half))
+    lead = 0.5 * math.log(2 * statistic / math.pi) - half
+    for j in range(1, (dof - 1) // 2 + 1):
+        # x^(j-1) / (1 * 3 * ... * (2j - 1)), with (2j - 1)!! = (2j)! / (2^j j!)
+        log_double_factorial = math.lgamma(2 * j + 1) - j * math.log(2) - math.lgamma(j + 1)
+        tail += math.exp(lead + (j - 1) * math.log(statistic) - log_double_factorial)
+    return min(1.0, tail)
+
+
+def kolmogorov_sf(value: float) -> float:
+    """The Kolmogorov distribution's survival function, ``2 sum (-1)^(k-1) exp(-2 k^2 x^2)``
+    (the limit of ``sqrt(n) D``); its series converges within a few terms where it matters."""
+    if value < 0.2:
+        return 1.0
+    total, sign = 0.0, 1.0
+    for k in range(1, 101):
+        total += sign * math.exp(-2.0 * k * k * value * value)
+        sign = -sign
+    return max(0.0, min(1.0, 2.0 * total))
+
+
 def chi_square(
     observed: npt.NDArray[np.float64], expected: npt.NDArray[np.float64]
 ) -> tuple[float, float]:
-    """Pearson's goodness-of-fit statistic and its p-value (``len - 1`` degrees of freedom).
-
-    The distributions come from ``scipy.special``: ``scipy.stats`` would cost every API process
-    that computes a round some 60 MB more (``app.experiments.analysis`` defers it likewise)."""
-    from scipy import special  # on the first round: a process that never computes one saves it
-
+    """Pearson's goodness-of-fit statistic and its p-value (``len - 1`` degrees of freedom)."""
     statistic = float(np.sum((observed - expected) ** 2 / expected))
-    dof = max(len(observed) - 1, 1)
-    return statistic, float(special.chdtrc(dof, statistic))
+    return statistic, chi_square_sf(statistic, max(len(observed) - 1, 1))
 
 
 def kolmogorov_smirnov(
@@ -264,8 +291,6 @@ def kolmogorov_smirnov(
     """One-sample Kolmogorov-Smirnov test of a weighted sample (a weight is a count of events)
     against the distribution whose percentiles are ``quantiles``: D, and its asymptotic
     p-value ``Q(sqrt(n) D)`` (n is at least ``RECSYS_DRIFT_MIN_EVENTS`` when it is judged)."""
-    from scipy import special
-
     order = np.argsort(values, kind="stable")
     x, w = values[order], weights[order]
     n = float(w.sum())
@@ -276,7 +301,7 @@ def kolmogorov_smirnov(
     after = np.cumsum(w) / n
     before = after - w / n
     statistic = float(max(np.max(after - reference), np.max(reference - before), 0.0))
-    return statistic, float(special.kolmogorov(math.sqrt(n) * statistic))
+    return statistic, kolmogorov_sf(math.sqrt(n) * statistic)
 
 
 def _verdict(value: float, p_value: float | None, n: int, thresholds: Thresholds) -> str:
