@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -12,21 +13,28 @@ from app.api.responses import AUTH_ERRORS
 from app.auth import RequireAdmin
 from app.schemas import DriftOut, QualityOut
 
+# Time allowed for another worker's writer to finish the batch it started at its flush interval.
+_WRITE_MARGIN_SECONDS = 0.5
+
 router = APIRouter(prefix="/v1/monitoring", tags=["monitoring"], dependencies=[RequireAdmin])
 
 Refresh = Annotated[
     bool,
     Query(
         description="Compute the figures now instead of answering those of the monitor's last "
-        "round (every `RECSYS_MONITOR_INTERVAL_SECONDS`)."
+        "round (every `RECSYS_MONITOR_INTERVAL_SECONDS`). The answer waits one "
+        "`RECSYS_EXPOSURE_FLUSH_SECONDS` so that lists served by every process count."
     ),
 ]
 
 
 async def _report(services: ServicesDep, refresh: bool) -> dict[str, Any]:
-    # Answers queued in this process count too when asked to refresh.
+    # A refresh counts every answer served before it, by any worker or replica: this process's
+    # queue is written now, and every other process's writer writes its queue within one flush
+    # interval, which the refresh waits out.
     if refresh:
         await run_in_threadpool(services.served_lists.flush)
+        await asyncio.sleep(services.settings.exposure_flush_seconds + _WRITE_MARGIN_SECONDS)
     return await run_in_threadpool(services.monitor.report, refresh)
 
 

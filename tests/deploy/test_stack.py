@@ -56,8 +56,11 @@ def free_port() -> int:
         return port
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> str:
-    """Run a command, failing the test with its output when it fails."""
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900, stderr: bool = False
+) -> str:
+    """Run a command, failing the test with its output when it fails; its standard output,
+    followed by its standard error with ``stderr`` (where the CLIs report progress)."""
     done = subprocess.run(
         args, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -66,7 +69,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> 
             f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-4000:]}\n"
             f"{done.stderr[-4000:]}"
         )
-    return done.stdout
+    return done.stdout + done.stderr if stderr else done.stdout
 
 
 @dataclass
@@ -79,8 +82,8 @@ class Stack:
     redis_port: int
     compose: list[str] = field(default_factory=list)
 
-    def call(self, *args: str, timeout: float = 900) -> str:
-        return run(*self.compose, *args, env=self.env, timeout=timeout)
+    def call(self, *args: str, timeout: float = 900, stderr: bool = False) -> str:
+        return run(*self.compose, *args, env=self.env, timeout=timeout, stderr=stderr)
 
     def container(self, service: str) -> str:
         return f"{PROJECT}_{service}_1"
@@ -280,7 +283,9 @@ def test_the_stack_serves_a_model_trained_in_its_trainer_and_loses_nothing_on_re
     assert drifted["reference_version"] == version
     assert {f["feature"] for f in drifted["windows"][0]["features"]} >= {"event_type", "category"}
     # The scheduled job's command: a fresh model and few new events, so nothing to do.
-    output = stack.call("exec", "-T", "trainer", "python", "-m", "training", "retrain", "--once")
+    output = stack.call(
+        "exec", "-T", "trainer", "python", "-m", "training", "retrain", "--once", stderr=True
+    )
     assert "nothing to do" in " ".join(output.split()), output
 
     # The deploy workflow's smoke test passes against the API container.
