@@ -6,9 +6,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,12 @@ def _error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _first_line(exc: Exception) -> str:
+    """The driver's own message without SQLAlchemy's statement and parameters."""
+    original = getattr(exc, "orig", None) or exc
+    return str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error, ours and the framework's, to the one JSON shape."""
 
@@ -150,6 +158,24 @@ def install_error_handlers(app: FastAPI) -> None:
         names = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
         return _error_response(
             exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail)
+        )
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+        # Nothing was acknowledged: the client may send the same request again.
+        log.warning("the database did not answer: %s", exc)
+        return _error_response(
+            503, "ServiceUnavailable", f"the database is unreachable: {_first_line(exc)}"
+        )
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("Redis did not answer: %s", exc)
+        return _error_response(
+            503, "ServiceUnavailable", f"Redis is unreachable: {_first_line(exc)}"
         )
 
     @app.exception_handler(Exception)

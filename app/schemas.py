@@ -420,6 +420,13 @@ class RecommendationsOut(BaseModel):
         examples=["treatment"],
     )
     items: list[RecommendedItem]
+    degraded: bool = Field(
+        default=False,
+        description="True when Redis (live profiles, stored lists) was unreachable: the list "
+        "comes from the model's popularity and the catalogue, not from the user's events, "
+        "and later pages (by its `recommendation_id`, which then starts `rec-d-`) are ranked "
+        "the same way. The `X-Recsys-Degraded: true` header says the same.",
+    )
 
 
 class SimilarItemsOut(BaseModel):
@@ -439,6 +446,12 @@ class ItemListOut(BaseModel):
         "counted from the stored events (no model loaded), and for trending items.",
     )
     items: list[RecommendedItem]
+    degraded: bool = Field(
+        default=False,
+        description="For trending items: true when Redis (which counts what trends) was "
+        "unreachable and popular items stand in; the `X-Recsys-Degraded: true` header says "
+        "the same.",
+    )
 
 
 class ModelOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep, read_batch
@@ -12,13 +12,15 @@ from app.api.responses import (
     AUTH_ERRORS,
     BAD_JSON,
     BAD_QUERY,
+    DEGRADED,
+    DEGRADED_HEADER,
     INVALID,
     ITEM_NOT_FOUND,
-    PROFILES_DOWN,
     TOO_LARGE,
     json_body,
 )
 from app.auth import RequireIngest, RequireRead
+from app.monitoring import DEGRADED_ANSWERS
 from app.schemas import (
     ID_MAX,
     ItemBatchAck,
@@ -86,11 +88,19 @@ def _items(scored: list[Scored]) -> list[RecommendedItem]:
     "/trending",
     response_model=ItemListOut,
     dependencies=[RequireRead],
-    responses={**AUTH_ERRORS, **BAD_QUERY, **PROFILES_DOWN},
+    responses={**AUTH_ERRORS, **BAD_QUERY, **DEGRADED},
 )
-def get_trending(services: ServicesDep, k: K = 10, category: Category = None) -> ItemListOut:
-    """Items with the most activity lately, older activity counting less (half-life 24 h)."""
-    return ItemListOut(items=_items(services.recommender.trending_items(k, category)))
+def get_trending(
+    services: ServicesDep, response: Response, k: K = 10, category: Category = None
+) -> ItemListOut:
+    """Items with the most activity lately, older activity counting less (half-life 24 h).
+
+    While Redis is unreachable, popular items stand in, marked `degraded`."""
+    items, degraded = services.recommender.trending_items(k, category)
+    if degraded:
+        response.headers[DEGRADED_HEADER] = "true"
+        DEGRADED_ANSWERS.labels(endpoint="trending").inc()
+    return ItemListOut(items=_items(items), degraded=degraded)
 
 
 @router.get(

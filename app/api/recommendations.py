@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
-from app.api.responses import AUTH_ERRORS, BAD_QUERY, PROFILES_DOWN, Responses
+from app.api.responses import AUTH_ERRORS, BAD_QUERY, DEGRADED, DEGRADED_HEADER, Responses
 from app.auth import RequireRead, check_read
 from app.errors import InvalidInput
 from app.experiments.runtime import Assignment
+from app.monitoring import DEGRADED_ANSWERS
 from app.monitoring.quality import sampled, served_row
 from app.schemas import (
     ID_MAX,
@@ -31,7 +32,7 @@ from app.schemas import (
 )
 from app.services import Services
 from app.serving.filters import AttributeFilter, FilterError
-from app.serving.recommender import RecommendationList
+from app.serving.recommender import DEGRADED_PREFIX, RecommendationList
 
 UNKNOWN_LIST: Responses = {
     404: {
@@ -176,7 +177,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"], route_class=Rec
     "/{user_id}/recommendations",
     response_model=RecommendationsOut,
     dependencies=[RequireRead],
-    responses={**AUTH_ERRORS, **UNKNOWN_LIST, **BAD_QUERY, **PROFILES_DOWN},
+    responses={**AUTH_ERRORS, **UNKNOWN_LIST, **BAD_QUERY, **DEGRADED},
 )
 async def get_recommendations(
     request: Request,
@@ -193,6 +194,9 @@ async def get_recommendations(
     While an experiment runs, the user's variant decides how the list is made (model version,
     blend weights or strategy); the answer names the variant, as do the `X-Experiment` and
     `X-Variant` headers, and its exposure is logged for the experiment's results.
+
+    While Redis is unreachable the answer is still 200: the model's popular items and then the
+    catalogue, marked `degraded` (and by the `X-Recsys-Degraded` header).
     """
     return await answer(request, services, user_id, query)
 
@@ -214,6 +218,7 @@ async def answer(
     model = None if assignment is None else services.experiments.model_for(assignment)
     strategy: Literal["hybrid", "popularity"] = "hybrid" if variant is None else variant.strategy
     result: RecommendationList | None = None
+    field = None
     if query.recommendation_id is None:
         field = recommender.list_field(
             k, offset, query.exclude_seen, categories, exclude, filters, weights, strategy
@@ -238,6 +243,11 @@ async def answer(
             model=model,
             strategy=strategy,
         )
+        asked = query.recommendation_id
+        if result.degraded and (asked is None or not asked.startswith(DEGRADED_PREFIX)):
+            # Redis is away: a copy of the user's list kept in this process, if there is one,
+            # rather than the popular items.
+            result = recommender.last_known(user_id, k, offset, field, asked, model) or result
     items = [{"item_id": s.item_id, "score": s.score, "reason": s.reason} for s in result.items]
     body = {
         "recommendation_id": result.recommendation_id,
@@ -246,6 +256,7 @@ async def answer(
         "experiment": None,
         "variant": "control",
         "items": items,
+        "degraded": result.degraded,
     }
     if assignment is not None:
         services.experiments.record(
@@ -271,4 +282,8 @@ async def answer(
             )
         )
     # The shape of RecommendationsOut (the documented response_model), serialised directly.
-    return Response(orjson.dumps(body), media_type="application/json")
+    response = Response(orjson.dumps(body), media_type="application/json")
+    if result.degraded:
+        response.headers[DEGRADED_HEADER] = "true"
+        DEGRADED_ANSWERS.labels(endpoint="recommendations").inc()
+    return response

@@ -43,6 +43,17 @@ BAD_QUERY: Responses = {
         "k: Input should be less than or equal to 100",
     )
 }
+DEGRADED_HEADER = "X-Recsys-Degraded"
+DEGRADED: Responses = {
+    200: {
+        "headers": {
+            DEGRADED_HEADER: {
+                "description": "`true` when the answer was made without Redis (see `degraded`).",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        }
+    }
+}
 PROFILES_DOWN: Responses = {
     503: error_response(
         "Redis (live profiles, stored lists, trending counters) is unreachable.",

@@ -36,6 +36,12 @@ RECOMMENDATION_CACHE = Counter(
     "(hit), none was kept (miss), or the one kept was outdated (stale).",
     ["outcome"],
 )
+DEGRADED_ANSWERS = Counter(
+    "recsys_degraded_answers_total",
+    "Answers made without what Redis holds (live profile, trending, stored lists) while it is "
+    "unreachable, by endpoint (recommendations, trending).",
+    ["endpoint"],
+)
 MODEL_RELOADS = Counter("recsys_model_reloads_total", "Model versions swapped in.")
 MODEL_INFO = Gauge(
     "recsys_model_info",

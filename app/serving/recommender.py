@@ -24,12 +24,20 @@ import orjson
 import redis
 
 from app.config import Settings
-from app.errors import ItemNotFound, NotFound, ServiceUnavailable
-from app.profiles import PREFIX, ProfileSnapshot, ProfileStore, event_weight, execute_scripts
+from app.errors import ItemNotFound, NotFound
+from app.profiles import (
+    PREFIX,
+    ProfileSnapshot,
+    ProfileStore,
+    event_weight,
+    execute_scripts,
+    user_keys,
+)
 from app.serving.answers import AnswerCache, list_field
 from app.serving.catalog_index import CatalogIndex, CatalogSnapshot
 from app.serving.filters import AttributeFilter
 from app.serving.model import ServingModel, UserRow
+from app.serving.outage import Outage
 from app.serving.store import ModelHolder
 from app.serving.trending import EventCounts, Ranked, Trending
 
@@ -68,6 +76,13 @@ class RecommendationList:
     user_id: str
     model_version: str | None
     items: list[Scored]
+    # Made without the live profile (Redis unreachable): see :meth:`Recommender.recommend`.
+    degraded: bool = False
+
+
+# The ids of lists made while Redis is unreachable: nowhere stored, such a list is ranked again
+# (without the profile, as first) for each of its pages.
+DEGRADED_PREFIX = "rec-d-"
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,6 +174,7 @@ class Recommender:
         self.client = client
         self.settings = settings
         self.answers = AnswerCache(client, settings.answer_cache_seconds)
+        self.outage = Outage()
         # One per model served (the active one, and those of experiment variants).
         self._alignments: dict[str, Alignment] = {}
         self._alignment_lock = threading.Lock()
@@ -229,14 +245,139 @@ class Recommender:
         """
         now = datetime.now(UTC)
         snapshot = self.catalog.snapshot
-        if recommendation_id is not None:
-            return self._page(recommendation_id, user_id, k, offset, exclude, snapshot, now)
         model = self.models.current if model is None else model
-        size = max(self.settings.recommendation_list_size, offset + k)
+        degraded = recommendation_id is not None and recommendation_id.startswith(DEGRADED_PREFIX)
+        degraded = degraded or self.outage.active
+        if recommendation_id is not None and not degraded:
+            try:
+                return self._page(recommendation_id, user_id, k, offset, exclude, snapshot, now)
+            except redis.RedisError as exc:
+                self._unreachable("paging a list", exc)
+                degraded = True
+        profile = None
+        if not degraded:
+            try:
+                profile = self.profiles.read(user_id, now=now)
+            except redis.RedisError as exc:
+                self._unreachable("reading the profile", exc)
+                degraded = True
+        if profile is None:
+            profile = ProfileSnapshot(user_id, [], {}, {}, 0, None, now)
+        ranked = self._rank(
+            profile,
+            model,
+            snapshot,
+            now,
+            offset + k,
+            categories,
+            exclude,
+            exclude_seen,
+            attributes,
+            weights,
+            strategy,
+            degraded,
+        )
+        version = None if model is None else model.version
+        if degraded:
+            # Ranked the same for every page; no store to keep it in.
+            return RecommendationList(
+                recommendation_id or DEGRADED_PREFIX + secrets.token_hex(8),
+                user_id,
+                version,
+                ranked[offset : offset + k],
+                degraded=True,
+            )
         field = self.list_field(
             k, offset, exclude_seen, categories, exclude, attributes, weights, strategy
         )
-        profile = self._profile(user_id, now)
+        recommendation_id = "rec-" + secrets.token_hex(8)
+        keep = None
+        if (
+            field is not None
+            and model is not None
+            and all(s.reason != TRENDING_REASON for s in ranked)
+        ):
+            until = min(now.timestamp() + self.answers.seconds, snapshot.next_change(now))
+            keep = (field, profile.version, snapshot.fingerprint, until)
+        try:
+            self._store(recommendation_id, user_id, version, ranked, keep)
+        except redis.RedisError as exc:
+            # Ranked from the profile, but not kept for paging: later pages come ranked
+            # without the profile, as while Redis is away.
+            self._unreachable("storing the list", exc)
+            recommendation_id = DEGRADED_PREFIX + secrets.token_hex(8)
+            return RecommendationList(
+                recommendation_id, user_id, version, ranked[offset : offset + k], degraded=True
+            )
+        return RecommendationList(recommendation_id, user_id, version, ranked[offset : offset + k])
+
+    def last_known(
+        self,
+        user_id: str,
+        k: int,
+        offset: int,
+        field: bytes | None,
+        recommendation_id: str | None,
+        model: ServingModel | None = None,
+    ) -> RecommendationList | None:
+        """While Redis is away: the page of a list this process kept a copy of before it went
+        (the user's list for these parameters, or the list ``recommendation_id`` names), made
+        by the model served and for the catalogue of now; None when there is none."""
+        tracked = self.answers.tracked
+        snapshot = self.catalog.loaded
+        model = self.models.current if model is None else model
+        if tracked is None or snapshot is None or model is None:
+            return None
+        fields = tracked.last_known(user_keys(user_id).answers.encode())
+        if recommendation_id is not None:
+            candidates = list(fields.values())
+        elif field is not None and field in fields:
+            candidates = [fields[field]]
+        else:
+            return None
+        clock = datetime.now(UTC).timestamp()
+        for raw in candidates:
+            try:
+                kept = orjson.loads(raw)
+                if recommendation_id is not None and kept["id"] != recommendation_id:
+                    continue
+                if (
+                    kept["model_version"] != model.version
+                    or kept["catalog"] != snapshot.fingerprint
+                ):
+                    continue
+                items = [
+                    entry
+                    for entry in _window(kept, offset, k)
+                    if snapshot.is_eligible(entry.item_id, clock)
+                ]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+            return RecommendationList(kept["id"], user_id, model.version, items, degraded=True)
+        return None
+
+    def _unreachable(self, doing: str, exc: redis.RedisError) -> None:
+        self.outage.failed(doing, exc)
+
+    def _rank(
+        self,
+        profile: ProfileSnapshot,
+        model: ServingModel | None,
+        snapshot: CatalogSnapshot,
+        now: datetime,
+        wanted: int,
+        categories: Sequence[str],
+        exclude: Sequence[str],
+        exclude_seen: bool,
+        attributes: Sequence[AttributeFilter],
+        weights: Mapping[str, float] | None,
+        strategy: Literal["hybrid", "popularity"],
+        degraded: bool,
+    ) -> list[Scored]:
+        """The user's whole ranked list (scores to 5 decimals). ``degraded``: without the live
+        profile or trending items (both in Redis), from what this process holds: the model's
+        popularity, then the catalogue, the same for every page."""
+        size = max(self.settings.recommendation_list_size, wanted)
         allowed = snapshot.eligible(now.timestamp())
         if categories:
             allowed &= snapshot.in_categories(categories)
@@ -257,7 +398,9 @@ class Recommender:
                 ranked = self._personal(model, snapshot, allowed, row, profile, size, weights)
         taken = {entry.item_id for entry in ranked}
         popular = self._popular_source(model, snapshot)
-        if profile.events == 0 and strategy == "hybrid":
+        if degraded:
+            sources = [popular]
+        elif profile.events == 0 and strategy == "hybrid":
             sources = [self._trending_source(), popular]
         else:
             sources = [popular, self._trending_source()]
@@ -282,20 +425,8 @@ class Recommender:
                     categories,
                 )
             )
-        version = None if model is None else model.version
-        recommendation_id = "rec-" + secrets.token_hex(8)
         # Scores to 5 decimals: what every page of the list shows, first or later.
-        ranked = [Scored(s.item_id, round(s.score, 5), s.reason) for s in ranked]
-        keep = None
-        if (
-            field is not None
-            and model is not None
-            and all(s.reason != TRENDING_REASON for s in ranked)
-        ):
-            until = min(now.timestamp() + self.answers.seconds, snapshot.next_change(now))
-            keep = (field, profile.version, snapshot.fingerprint, until)
-        self._store(recommendation_id, user_id, version, ranked, keep)
-        return RecommendationList(recommendation_id, user_id, version, ranked[offset : offset + k])
+        return [Scored(s.item_id, round(s.score, 5), s.reason) for s in ranked]
 
     def list_field(
         self,
@@ -335,7 +466,7 @@ class Recommender:
         or None: then :meth:`recommend` ranks. Runs on the event loop: no blocking call."""
         snapshot = self.catalog.loaded
         model = self.models.current if model is None else model
-        if snapshot is None or model is None:
+        if snapshot is None or model is None or self.outage.active:
             return None
         now = datetime.now(UTC).timestamp()
         found = await self.answers.lookup(user_id, field, model.version, snapshot.fingerprint, now)
@@ -343,12 +474,6 @@ class Recommender:
             return None
         items = list(_window(found.payload, offset, k))
         return RecommendationList(found.recommendation_id, user_id, found.model_version, items)
-
-    def _profile(self, user_id: str, now: datetime) -> ProfileSnapshot:
-        try:
-            return self.profiles.read(user_id, now=now)
-        except redis.RedisError as exc:
-            raise ServiceUnavailable(f"the profile store (Redis) is unreachable: {exc}") from None
 
     def _personal(
         self,
@@ -484,7 +609,8 @@ class Recommender:
         keep: tuple[bytes, bytes, int, float] | None = None,
     ) -> None:
         """Store the list for paging and, with ``keep`` (field, profile version, catalogue
-        fingerprint, until), as the user's kept list for its parameters: one round trip."""
+        fingerprint, until), as the user's kept list for its parameters: one round trip;
+        ``redis.RedisError`` when Redis fails."""
         # Compact, since every answer stores one: each distinct reason once (a list names at
         # most a few dozen), items as parallel arrays.
         reasons: dict[str, int] = {}
@@ -498,19 +624,16 @@ class Recommender:
             "why": why,
         }
         ttl = self.settings.recommendation_ttl_seconds
-        try:
-            if keep is None:
-                self.client.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
-                return
-            field, profile_version, catalog, until = keep
-            pipe = self.client.pipeline(transaction=False)
-            pipe.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
-            self.answers.store(
-                pipe, user_id, field, profile_version, recommendation_id, stored, catalog, until
-            )
-            execute_scripts(self.client, pipe, (self.answers.script,))
-        except redis.RedisError as exc:
-            raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
+        if keep is None:
+            self.client.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
+            return
+        field, profile_version, catalog, until = keep
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(rec_key(recommendation_id), orjson.dumps(stored), ex=ttl)
+        self.answers.store(
+            pipe, user_id, field, profile_version, recommendation_id, stored, catalog, until
+        )
+        execute_scripts(self.client, pipe, (self.answers.script,))
 
     def _page(
         self,
@@ -523,11 +646,9 @@ class Recommender:
         now: datetime,
     ) -> RecommendationList:
         """A page of a stored list: positions never shift, but an item that became hidden,
-        unavailable or excluded since is left out of its page."""
-        try:
-            raw = self.client.get(rec_key(recommendation_id))
-        except redis.RedisError as exc:
-            raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
+        unavailable or excluded since is left out of its page. ``redis.RedisError`` when Redis
+        fails."""
+        raw = self.client.get(rec_key(recommendation_id))
         ttl_minutes = self.settings.recommendation_ttl_seconds / 60
         if raw is None:
             raise RecommendationNotFound(
@@ -595,14 +716,21 @@ class Recommender:
             )
         return (None if model is None else model.version), out
 
-    def trending_items(self, k: int, category: str | None = None) -> list[Scored]:
+    def trending_items(self, k: int, category: str | None = None) -> tuple[list[Scored], bool]:
+        """Trending items, and whether they are popular items instead (degraded: Redis, which
+        counts what trends, is unreachable)."""
         snapshot = self.catalog.snapshot
         allowed = self._allowed(snapshot, category)
-        try:
-            ranked: Ranked = self.trending.ranked()
-        except redis.RedisError as exc:
-            raise ServiceUnavailable(f"Redis is unreachable: {exc}") from None
-        return self._backfill(ranked, TRENDING_REASON, snapshot, allowed, set(), k, ())
+        if not self.outage.active:
+            try:
+                ranked: Ranked = self.trending.ranked()
+            except redis.RedisError as exc:
+                self.outage.failed("reading trending items", exc)
+            else:
+                return self._backfill(
+                    ranked, TRENDING_REASON, snapshot, allowed, set(), k, ()
+                ), False
+        return self.popular_items(k, category)[1], True
 
     def popular_items(self, k: int, category: str | None = None) -> tuple[str | None, list[Scored]]:
         snapshot = self.catalog.snapshot

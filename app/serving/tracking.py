@@ -13,7 +13,9 @@ process memory until that message arrives. What keeps the copy exact:
   an invalidation that arrived before the request is applied even if the event loop has not
   handled the socket yet.
 - Losing the connection (or a reply slower than the timeout) forgets every copy; reads fall
-  back to "not known" until a new connection tracks again.
+  back to "not known" until a new connection tracks again. The copies of that moment stay
+  readable as *last known* values (:meth:`TrackedHashes.last_known`), for answers marked as
+  degraded while Redis is away, until a new connection tracks again.
 
 Redis writes the invalidation in the same pass over its clients in which it answers the write,
 sometimes just after the answer: for those microseconds a copy can outlive the write. A user's
@@ -102,6 +104,8 @@ class TrackedHashes:
         self.unsupported = False
         self._copies: OrderedDict[bytes, _Copies] = OrderedDict()
         self._bytes = 0  # what every copy takes, about
+        # The copies when the connection was lost: no longer known to be current.
+        self._last_known: dict[bytes, _Copies] = {}
         self._sock: socket.socket | None = None
         self._poll = select.poll()
         # Received bytes land here: a fresh buffer per read would be allocated (and, as large,
@@ -144,6 +148,14 @@ class TrackedHashes:
         if value is not None:
             self._copies.move_to_end(key)
         return value
+
+    def last_known(self, key: bytes) -> dict[bytes, bytes]:
+        """While there is no connection, the fields of ``key`` copied before it was lost
+        (possibly changed since); empty otherwise."""
+        if self._ready:
+            return {}
+        copies = self._last_known.get(key)
+        return {} if copies is None else copies.fields
 
     async def fetch(self, key: bytes, field: bytes) -> bytes | None:
         """``HGET key field`` through the tracking connection, keeping a copy of a value found.
@@ -229,6 +241,7 @@ class TrackedHashes:
             self._failed_at = time.monotonic()
             raise
         self._ready = True
+        self._last_known = {}
 
     async def _call(
         self, command: Any, key: bytes | None = None, field: bytes | None = None
@@ -331,6 +344,10 @@ class TrackedHashes:
     def _lost(self, exc: BaseException | None) -> None:
         sock, self._sock = self._sock, None
         self._ready = False
+        if exc is not None and self._copies:
+            self._last_known = dict(self._copies)
+        elif exc is None:
+            self._last_known = {}
         self._forget_all()
         waiting, self._waiting = self._waiting, deque()
         if sock is None:

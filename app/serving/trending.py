@@ -3,6 +3,7 @@ model is loaded."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -11,11 +12,14 @@ from datetime import UTC, datetime
 
 import redis
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.models import Event
 from app.profiles import trending_key
+
+log = logging.getLogger(__name__)
 
 Ranked = list[tuple[str, float]]
 POPULAR_CACHE_SECONDS = 60.0
@@ -113,10 +117,18 @@ class EventCounts:
         if cached is not None and clock - cached[0] < POPULAR_CACHE_SECONDS:
             return cached[1]
         with self._lock:
-            with self.sessions() as session:
-                rows = session.execute(
-                    select(Event.item_id, func.count()).group_by(Event.item_id)
-                ).all()
+            try:
+                with self.sessions() as session:
+                    rows = session.execute(
+                        select(Event.item_id, func.count()).group_by(Event.item_id)
+                    ).all()
+            except SQLAlchemyError as exc:
+                if cached is None:
+                    raise
+                # The database is away: the counts read before serve on, and are read again
+                # on the next request.
+                log.warning("counting events failed, popular items as counted before: %s", exc)
+                return cached[1]
             ranked = sorted(((i, float(n)) for i, n in rows), key=lambda p: (-p[1], p[0]))
             self._cached = (clock, ranked)
         return ranked

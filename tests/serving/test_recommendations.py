@@ -11,12 +11,9 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from app.main import create_app
 from app.services import Services
 from app.serving.model import ServingModel
 from app.serving.recommender import user_row
-from tests.conftest import make_settings
 from tests.serving.conftest import Served, recs
 from training import demo
 from training.artifact import ModelArtifact
@@ -231,13 +228,3 @@ def test_catalogue_changes_by_another_process_show_within_the_refresh_interval(
     while top in ids(recs(client, "nobody", k=100)):
         assert time.monotonic() < deadline, "the hidden item is still recommended"
         time.sleep(0.05)
-
-
-def test_recommendations_answer_503_when_redis_is_down(
-    serving_settings: Settings, services: Services, dead_redis_url: str
-) -> None:
-    """Without the profile store the answer is a 503 naming Redis, not a 500."""
-    with TestClient(create_app(make_settings(serving_settings, redis_url=dead_redis_url))) as c:
-        response = c.get("/v1/users/u1/recommendations")
-        assert response.status_code == 503
-        assert "Redis" in response.json()["detail"]
